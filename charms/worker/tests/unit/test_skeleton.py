@@ -1,0 +1,39 @@
+"""The skeleton's contract: its relation endpoints and a truthful status on every event."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import yaml
+from ops import testing
+
+from charm import WorkerCharm
+
+SKELETON_STATUS = testing.BlockedStatus("skeleton: Kubernetes node not implemented yet")
+
+
+@pytest.fixture
+def ctx() -> testing.Context:
+    return testing.Context(WorkerCharm)
+
+
+def test_endpoints_are_the_relation_contract() -> None:
+    charm_root = pathlib.Path(__file__).parents[2]
+    meta = yaml.safe_load((charm_root / "charmcraft.yaml").read_text())
+    assert meta.get("requires") == {
+        "kube-control": {"interface": "kaji-kube-control", "limit": 1},
+        "cni": {"interface": "kaji-cni", "scope": "container", "limit": 1},
+    }
+
+
+@pytest.mark.parametrize("event", ["install", "start", "config_changed", "update_status"])
+def test_lifecycle_events_say_no_workload_runs(ctx: testing.Context, event: str) -> None:
+    state = ctx.run(getattr(ctx.on, event)(), testing.State(leader=True))
+    assert state.unit_status == SKELETON_STATUS
+
+
+def test_relation_changed_is_reconciled(ctx: testing.Context) -> None:
+    relation = testing.Relation("kube-control", remote_app_name="control-plane")
+    state = ctx.run(ctx.on.relation_changed(relation), testing.State(relations={relation}))
+    assert state.unit_status == SKELETON_STATUS
