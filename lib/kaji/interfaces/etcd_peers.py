@@ -1,0 +1,239 @@
+"""Peer relation ``etcd:cluster``: etcd membership and member certificates.
+
+Unit databag (each etcd unit)::
+
+    member-name  str         etcd member name: member_name_for(unit), ``etcd/0`` -> ``etcd-0``
+    hostname     str         the machine's hostname (DNS-1123 subdomain)
+    addresses    list[str]   the machine's IP addresses (sorted, compressed form)
+    peer-url     str         https peer URL; its host is one of addresses or hostname
+    client-url   str         https client URL; its host is one of addresses or hostname
+    peer-csr     str         PEM CSR; identity = expected_member_identity(unit, hostname,
+                             addresses)
+
+Application databag (etcd leader)::
+
+    ca-cert        str           PEM of the etcd CA certificate (public part only; the CA key
+                                 lives in an app-owned Juju secret)
+    certificates   {unit: str}   signed member certificate PEM per unit
+    cluster-token  str           etcd --initial-cluster-token
+    cluster-state  str           ``new`` while bootstrapping, ``existing`` once the cluster runs
+    members        {name: url}   the members etcd knows (member name -> peer URL); the
+                                 --initial-cluster a new member starts with
+
+Member identity: CN = unit name, O = ``kaji:etcd-members``, DNS SANs = hostname and
+``localhost``, IP SANs = addresses and ``127.0.0.1``; signed with the PEER profile, so one
+certificate serves peer traffic (both directions) and the client port.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kaji.interfaces._base import (
+    Fields,
+    RelationDataError,
+    check_certificate,
+    check_csr,
+    check_dns_subdomain,
+    check_ips,
+    check_unit_map,
+    check_unit_name,
+    check_url,
+    encode,
+    expect_str_map,
+    url_host,
+)
+
+if TYPE_CHECKING:
+    from kaji.pki import Identity
+
+RELATION = "cluster"
+INTERFACE = "kaji-etcd-peers"
+MEMBER_ORGANIZATION = "kaji:etcd-members"
+CLUSTER_STATES = ("new", "existing")
+
+_MEMBER_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+_TOKEN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def member_name_for(unit_name: str) -> str:
+    """The etcd member name of a unit: ``etcd/0`` -> ``etcd-0``."""
+    return check_unit_name("unit-name", unit_name).replace("/", "-")
+
+
+def expected_member_identity(unit_name: str, hostname: str, addresses: Iterable[str]) -> Identity:
+    """The identity a member's peer CSR (and certificate) must carry.
+
+    Raises:
+        RelationDataError: a bad unit name, hostname or address.
+    """
+    from kaji.pki import Identity
+
+    check_unit_name("unit-name", unit_name)
+    check_dns_subdomain("hostname", hostname)
+    return Identity.of(
+        unit_name,
+        organizations=[MEMBER_ORGANIZATION],
+        dns_names=[hostname, "localhost"],
+        ip_addresses=[*check_ips("addresses", addresses), "127.0.0.1"],
+    )
+
+
+def _check_member_name(key: str, value: str) -> str:
+    if not _MEMBER_NAME.fullmatch(value):
+        raise RelationDataError(key, f"not an etcd member name: {value[:100]!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class EtcdPeerUnit:
+    """What each etcd unit tells its peers."""
+
+    member_name: str
+    hostname: str
+    addresses: tuple[str, ...]
+    peer_url: str
+    client_url: str
+    peer_csr: str
+
+    def __post_init__(self) -> None:
+        _check_member_name("member-name", self.member_name)
+        check_dns_subdomain("hostname", self.hostname)
+        addresses = check_ips("addresses", self.addresses)
+        hosts = {*addresses, self.hostname}
+        for key, url in (("peer-url", self.peer_url), ("client-url", self.client_url)):
+            url = check_url(key, url)
+            if url_host(url) not in hosts:
+                raise RelationDataError(key, f"host of {url} is not this unit's")
+            object.__setattr__(self, key.replace("-", "_"), url)
+        object.__setattr__(self, "addresses", addresses)
+        check_csr("peer-csr", self.peer_csr)
+
+    def to_databag(self) -> dict[str, str]:
+        """Encode for the unit's own peer databag."""
+        return encode(
+            {
+                "member-name": self.member_name,
+                "hostname": self.hostname,
+                "addresses": list(self.addresses),
+                "peer-url": self.peer_url,
+                "client-url": self.client_url,
+                "peer-csr": self.peer_csr,
+            }
+        )
+
+    @classmethod
+    def from_databag(cls, databag: Mapping[str, str]) -> EtcdPeerUnit:
+        """Decode and validate (CSR readable; identity checked by :func:`read_peer_unit`).
+
+        Raises:
+            RelationDataError: anything missing or malformed, including an empty databag.
+        """
+        fields = Fields(databag)
+        return cls(
+            member_name=fields.string("member-name"),
+            hostname=fields.string("hostname"),
+            addresses=tuple(fields.string_list("addresses")),
+            peer_url=fields.string("peer-url"),
+            client_url=fields.string("client-url"),
+            peer_csr=fields.string("peer-csr"),
+        )
+
+
+def read_peer_unit(databag: Mapping[str, str], unit_name: str) -> EtcdPeerUnit | None:
+    """Read `unit_name`'s peer databag; its member name and CSR identity must be that unit's.
+
+    Returns:
+        None while the unit has written nothing yet.
+
+    Raises:
+        RelationDataError: malformed data, another unit's member name, or a CSR for another
+            identity.
+    """
+    if not Fields(databag):
+        return None
+    data = EtcdPeerUnit.from_databag(databag)
+    if data.member_name != member_name_for(unit_name):
+        raise RelationDataError("member-name", f"{data.member_name!r} is not {unit_name}'s")
+    expected = expected_member_identity(unit_name, data.hostname, data.addresses)
+    check_csr("peer-csr", data.peer_csr, expected)
+    return data
+
+
+@dataclass(frozen=True)
+class EtcdPeerApp:
+    """What the etcd leader tells every member."""
+
+    ca_cert: str
+    cluster_token: str
+    cluster_state: str
+    members: Mapping[str, str] = field(default_factory=dict)
+    certificates: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_certificate("ca-cert", self.ca_cert, ca=True)
+        if not _TOKEN.fullmatch(self.cluster_token):
+            raise RelationDataError("cluster-token", "expected 1-128 of [A-Za-z0-9._-]")
+        if self.cluster_state not in CLUSTER_STATES:
+            raise RelationDataError("cluster-state", f"expected one of {CLUSTER_STATES}")
+        members = {
+            _check_member_name(f"members[{name[:100]}]", name): check_url(
+                f"members[{name[:100]}]", url
+            )
+            for name, url in sorted(self.members.items())
+        }
+        certificates = check_unit_map("certificates", self.certificates)
+        for unit, pem in certificates.items():
+            key = f"certificates[{unit[:100]}]"
+            identity = check_certificate(key, pem, ca=False).identity
+            if identity.common_name != unit or identity.organizations != {MEMBER_ORGANIZATION}:
+                raise RelationDataError(key, f"not {unit}'s member certificate")
+        object.__setattr__(self, "members", members)
+        object.__setattr__(self, "certificates", certificates)
+
+    def certificate_for(self, unit_name: str) -> str | None:
+        """The member certificate issued to `unit_name`, if any."""
+        return self.certificates.get(unit_name)
+
+    def initial_cluster(self) -> str:
+        """The members as etcd's ``--initial-cluster`` value (``name=url,...``, sorted)."""
+        return ",".join(f"{name}={url}" for name, url in sorted(self.members.items()))
+
+    def to_databag(self) -> dict[str, str]:
+        """Encode for the etcd application peer databag (leader only)."""
+        return encode(
+            {
+                "ca-cert": self.ca_cert,
+                "cluster-token": self.cluster_token,
+                "cluster-state": self.cluster_state,
+                "members": dict(self.members),
+                "certificates": dict(self.certificates),
+            },
+            unbounded=("members", "certificates"),
+        )
+
+    @classmethod
+    def from_databag(cls, databag: Mapping[str, str]) -> EtcdPeerApp:
+        """Decode and validate.
+
+        Raises:
+            RelationDataError: anything missing or malformed, including an empty databag.
+        """
+        fields = Fields(databag, unbounded=("members", "certificates"))
+        return cls(
+            ca_cert=fields.string("ca-cert"),
+            cluster_token=fields.string("cluster-token"),
+            cluster_state=fields.string("cluster-state"),
+            members=expect_str_map("members", fields.required("members")),
+            certificates=expect_str_map("certificates", fields.required("certificates")),
+        )
+
+
+def read_peer_app(databag: Mapping[str, str]) -> EtcdPeerApp | None:
+    """The etcd leader's peer data, or None while it has written nothing."""
+    if not Fields(databag, unbounded=("members", "certificates")):
+        return None
+    return EtcdPeerApp.from_databag(databag)
