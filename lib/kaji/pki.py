@@ -602,6 +602,30 @@ def cert_matches_key(cert_pem: str, key_pem: str) -> bool:
     return _same_public_key(_public_key(cert, "certificate"), key.public_key())
 
 
+def csr_matches_key(csr_pem: str, key_pem: str) -> bool:
+    """Whether the CSR carries the public half of the private key.
+
+    Raises:
+        PKIError: either PEM is unreadable.
+    """
+    csr, _ = _load_csr(csr_pem)
+    return _same_public_key(csr.public_key(), _load_private_key(key_pem).public_key())
+
+
+def cert_matches_csr(cert_pem: str, csr_pem: str) -> bool:
+    """Whether the certificate answers the CSR: the same public key and the same identity.
+
+    Raises:
+        PKIError: either PEM is unreadable.
+    """
+    csr, identity = _load_csr(csr_pem)
+    cert = _load_certificate(cert_pem)
+    return (
+        _same_public_key(_public_key(cert, "certificate"), csr.public_key())
+        and read_certificate(cert_pem).identity == identity
+    )
+
+
 def renewal_due(cert_pem: str, now: datetime | None = None) -> bool:
     """Whether under a third of the lifetime remains; also True when expired or unreadable."""
     try:
