@@ -238,3 +238,24 @@ def test_sandbox_ignores_owners_that_only_exist_on_real_machines(tmp_path: Path)
     strict = Host(tmp_path, apply_ownership=True)
     with pytest.raises(HostError, match="unknown user"):
         strict.write_file("/etc/etcd/other.pem", "k", owner="etcd-kaji-missing")
+
+
+def test_host_from_environment_picks_the_sandbox_and_its_manager(tmp_path: Path) -> None:
+    from kaji.host import ProcessManager, RecordingManager, host_from_environment
+
+    production = host_from_environment({})
+    assert not production.is_sandbox
+    assert production.loopback_address == "127.0.0.1"
+    recorded = host_from_environment({"KAJI_HOST_ROOT": str(tmp_path)})
+    assert recorded.is_sandbox
+    assert recorded.path("/etc/x") == tmp_path / "etc/x"
+    assert isinstance(recorded.services.manager, RecordingManager)
+    real = host_from_environment(
+        {
+            "KAJI_HOST_ROOT": str(tmp_path),
+            "KAJI_HOST_PROCESSES": "1",
+            "KAJI_HOST_LOOPBACK": "127.0.1.7",
+        }
+    )
+    assert isinstance(real.services.manager, ProcessManager)
+    assert real.loopback_address == "127.0.1.7"

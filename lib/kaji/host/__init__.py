@@ -29,7 +29,7 @@ from kaji.host.files import (
     write_file,
 )
 from kaji.host.processes import ProcessManager
-from kaji.host.root import CountingServiceManager, Host, HostStats
+from kaji.host.root import CountingServiceManager, Host, HostStats, host_from_environment
 from kaji.host.services import (
     RecordingManager,
     ServiceChange,
@@ -60,6 +60,7 @@ __all__ = [
     "SystemdManager",
     "ensure_directory",
     "ensure_symlink",
+    "host_from_environment",
     "install_binaries",
     "installed_version",
     "read_bytes",

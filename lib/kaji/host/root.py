@@ -107,8 +107,12 @@ class Host:
         services: ServiceManager | None = None,
         *,
         apply_ownership: bool | None = None,
+        loopback_address: str = "127.0.0.1",
     ) -> None:
         self.root = Path(os.path.abspath(root))
+        #: Where this machine's local-only listeners bind (a local API load balancer, say):
+        #: 127.0.0.1 in production, a 127.0.1.N of its own for each sandboxed machine.
+        self.loopback_address = loopback_address
         self.is_sandbox = self.root != Path("/")
         self.apply_ownership = not self.is_sandbox if apply_ownership is None else apply_ownership
         self.stats = HostStats()
@@ -231,3 +235,30 @@ class Host:
         """Run a command on this machine (see ``commands.run``); counted in ``stats``."""
         self.stats.commands_run += 1
         return commands.run(argv, timeout=timeout, input=input, env=env, check=check, cwd=cwd)
+
+
+#: Environment variables that put a charm's Host into a sandbox (tests, the offline model).
+ROOT_ENV = "KAJI_HOST_ROOT"
+PROCESSES_ENV = "KAJI_HOST_PROCESSES"
+LOOPBACK_ENV = "KAJI_HOST_LOOPBACK"
+
+
+def host_from_environment(environ: Mapping[str, str] | None = None) -> Host:
+    """The Host a charm runs against: the real machine, or the sandbox the environment names.
+
+    ``KAJI_HOST_ROOT`` sandboxes every path under that directory; with ``KAJI_HOST_PROCESSES=1``
+    services really run as processes (state under ``<root>/var/lib/kaji/processes``),
+    otherwise they are only recorded; ``KAJI_HOST_LOOPBACK`` is the machine's local-only
+    address. Without ``KAJI_HOST_ROOT`` this is the machine itself, with systemd.
+    """
+    environ = os.environ if environ is None else environ
+    root = environ.get(ROOT_ENV)
+    loopback = environ.get(LOOPBACK_ENV, "127.0.0.1")
+    if not root:
+        return Host("/", loopback_address=loopback)
+    services: ServiceManager | None = None
+    if environ.get(PROCESSES_ENV) == "1":
+        from kaji.host.processes import ProcessManager
+
+        services = ProcessManager(Path(root) / "var/lib/kaji/processes")
+    return Host(root, services, loopback_address=loopback)
