@@ -317,6 +317,19 @@ class ControlPlaneCharm(ReconcilingCharm):
             data = cni_if.CniPrincipalUnit(service_cidr=settings.service_cidr, node_name=hostname)
             update_databag(relation.data[self.unit], data.to_databag())
 
+    def _control_plane_hostnames(self) -> set[str]:
+        """This unit's hostname and every peer's, as the peers published them."""
+        hostnames = {self._hostname()}
+        relation = self.model.get_relation("cluster")
+        for unit in relation.units if relation else ():
+            try:
+                data = peers.read_peer_unit(relation.data[unit])  # type: ignore[union-attr]
+            except RelationDataError:
+                continue  # already logged where the peer data is read for signing
+            if data is not None:
+                hostnames.add(data.hostname)
+        return hostnames
+
     def _kube_control(self, settings: cp.Settings, keys: cp.SharedKeys, api_endpoint: str) -> None:
         relations = self.model.relations.get("kube-control", [])
         own = kc.KubeControlProviderUnit(api_endpoint=api_endpoint).to_databag()
@@ -337,7 +350,10 @@ class ControlPlaneCharm(ReconcilingCharm):
             if current is not None:
                 existing.update(current.certificates)
         signing = cp.sign_node_certificates(
-            workers, cp.ca_from_content(self._ca_content), existing
+            workers,
+            cp.ca_from_content(self._ca_content),
+            existing,
+            cp.reserved_node_names(settings, self._control_plane_hostnames()),
         )
         for relation in relations:
             names = {unit.name for unit in relation.units}

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -405,10 +405,32 @@ class NodeSigning:
     refused: dict[str, str]
 
 
+def reserved_node_names(
+    settings: Settings, control_plane_hostnames: Iterable[str]
+) -> frozenset[str]:
+    """Names no worker may take as its node name: every DNS name an API server cert carries.
+
+    A node certificate is signed by the cluster CA with server auth and carries its node name
+    as a DNS SAN, so a worker named ``kubernetes`` (or after a control-plane host) could
+    otherwise pose as the API server to clients that check that name.
+    """
+    return frozenset(
+        {
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            f"kubernetes.default.svc.{settings.dns_domain}",
+            *settings.extra_dns_names,
+            *control_plane_hostnames,
+        }
+    )
+
+
 def sign_node_certificates(
     workers: Mapping[str, Mapping[str, str]],
     ca: pki.CertificateAuthority,
     existing: Mapping[str, str],
+    reserved_names: Collection[str] = (),
 ) -> NodeSigning:
     """Leader: sign each worker unit's node CSR when, and only when, it is that node's.
 
@@ -416,8 +438,9 @@ def sign_node_certificates(
     only if its CN is ``system:node:<the node name that unit published>``, its O is
     ``system:nodes`` and its SANs are that unit's addresses (those Juju reports for it, when
     Juju reports any). A node name claimed by two units goes to the one already holding a
-    certificate for it (else the lowest unit) and is refused for the other. Departed units
-    (not in ``workers``) lose their entry.
+    certificate for it (else the lowest unit) and is refused for the other; a name in
+    ``reserved_names`` (see reserved_node_names) is refused outright. Departed units (not in
+    ``workers``) lose their entry.
     """
     from kaji import pki
     from kaji.certs import issue
@@ -442,6 +465,9 @@ def sign_node_certificates(
     owners: dict[str, str] = {}
     for unit in sorted(claims, key=_unit_order):
         name = claims[unit].node_name
+        if name in reserved_names:
+            refused[unit] = f"node name {name!r} is reserved for the API server"
+            continue
         if name in owners:
             refused[unit] = f"node name {name!r} is already used by {owners[name]}"
             continue

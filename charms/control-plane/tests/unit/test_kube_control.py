@@ -84,6 +84,15 @@ def test_duplicate_node_name_is_refused(cluster, caplog) -> None:
     assert "node name 'node-a' is already used by worker/0" in caplog.text
 
 
+@pytest.mark.parametrize("name", ["kubernetes", "kubernetes.default.svc.cluster.local"])
+def test_node_name_of_the_api_server_is_refused(cluster, caplog, name: str) -> None:
+    # A node cert carries its name as a DNS SAN with server auth: it must not pose as the API.
+    _, _, app = _run(cluster, {0: worker_bag(name, ["10.0.1.5"])})
+    assert app is not None
+    assert app.certificate_for("worker/0") is None
+    assert f"node name {name!r} is reserved for the API server" in caplog.text
+
+
 def test_duplicate_keeps_the_unit_already_certified(cluster) -> None:
     state, rel, app = _run(cluster, {5: worker_bag("node-a", ["10.0.1.5"])})
     assert app is not None
