@@ -1,22 +1,936 @@
 #!/usr/bin/env python3
-"""Charm entry point for kaji-etcd: thin; the workload lives in lib/kaji."""
+"""Charm entry point for kaji-etcd: a TLS etcd cluster that follows the application's units.
+
+The leader owns the etcd CA (an app-owned secret), signs every member's CSR and every client's
+CSR, and drives membership: the first unit bootstraps, later units are added as learners (one
+at a time) and promote themselves once caught up, departed units are removed unless that
+would lose quorum. The workload itself lives in ``etcd_workload``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import etcd_workload as workload
 import ops
 
-from kaji.operator import ReconcilingCharm
+from kaji.host import HostError
+from kaji.interfaces import RelationDataError, juju_addresses, update_databag
+from kaji.interfaces.etcd_peers import member_name_for
+from kaji.operator import ReconcilingCharm, app_secret_content
+
+if TYPE_CHECKING:
+    from kaji import pki
+    from kaji.certs import KeyAndRequest
+    from kaji.host import Host
+    from kaji.interfaces.etcd_peers import EtcdPeerApp, EtcdPeerUnit
+
+logger = logging.getLogger(__name__)
+
+PEER = "cluster"
+DB = "db"
+CA_SECRET_LABEL = "etcd-ca"  # noqa: S105 - a label, not a secret
+HOSTNAME_ENV = "KAJI_HOST_HOSTNAME"
+DEPARTED_MARKER = f"{workload.DATA_ROOT}/departed"
+RECONCILED_FILE = f"{workload.DATA_ROOT}/reconciled.json"
+#: A full reconcile runs at least this often even when nothing changed (certificate renewal).
+FULL_RECONCILE_INTERVAL = 6 * 3600
+RECORDED_NOTE = "etcd not running on this machine: recorded only"
+#: How long a new learner waits (in its own hook) to catch up and promote itself.
+PROMOTE_WAIT = 30.0
+
+
+@dataclass
+class ClusterView:
+    """What etcd says about the cluster right now (live mode), or the recorded membership."""
+
+    live: bool
+    members: list[workload.MemberInfo] = field(default_factory=list)
+    healthy: set[int] = field(default_factory=set)
+    leader_id: int | None = None
+    error: str | None = None
+
+    def voters(self) -> list[workload.MemberInfo]:
+        """The voting members."""
+        return [m for m in self.members if not m.is_learner]
+
+    def healthy_client_urls(self) -> list[str]:
+        """Client URLs of the healthy voting members."""
+        return sorted(m.client_urls[0] for m in self.voters() if m.id in self.healthy)
+
+
+def members_text(count: int) -> str:
+    """``1 member``, ``3 members``."""
+    return f"{count} member{'' if count == 1 else 's'}"
+
+
+def unit_of_member(member_name: str) -> str:
+    """``etcd-0`` -> ``etcd/0`` (the app name may itself hold hyphens)."""
+    app, _, number = member_name.rpartition("-")
+    return f"{app}/{number}"
+
+
+def node_hostname() -> str:
+    """This machine's hostname as a DNS-1123 name (env KAJI_HOST_HOSTNAME in a sandbox)."""
+    raw = os.environ.get(HOSTNAME_ENV) or socket.gethostname()
+    name = re.sub(r"[^a-z0-9.-]", "-", raw.strip().lower()).strip("-.")
+    return name or "localhost"
 
 
 class EtcdCharm(ReconcilingCharm):
-    """kaji-etcd (skeleton: declares the relation contract, runs no workload yet)."""
+    """kaji-etcd: one etcd member per unit, one TLS cluster per application."""
+
+    def __init__(self, framework: ops.Framework) -> None:
+        super().__init__(framework)
+        framework.observe(self.on.update_status, self._on_update_status)
+        framework.observe(self.on[PEER].relation_departed, self._on_peer_departed)
+        framework.observe(self.on.stop, self._on_stop)
+        framework.observe(self.on.snapshot_action, self._on_snapshot_action)
+        framework.observe(self.on.restore_action, self._on_restore_action)
+        framework.observe(self.on.health_action, self._on_health_action)
+        framework.observe(self.on.member_list_action, self._on_member_list_action)
+        framework.observe(self.on.defrag_action, self._on_defrag_action)
+        self._status: ops.StatusBase | None = None
+        self._notes: list[str] = []
+        self._host: Host | None = None
+        self._view: ClusterView | None = None
+        self._signed: tuple[dict[str, EtcdPeerUnit], dict[str, str]] | None = None
+
+    # -- events ------------------------------------------------------------------------------
+
+    def reconcile_events(self) -> list[ops.BoundEvent]:
+        """Every base event except update-status and peer departed, which have own handlers."""
+        own = {"update_status", f"{PEER}_relation_departed"}
+        return [e for e in super().reconcile_events() if e.event_kind not in own]
+
+    def _on_update_status(self, _: ops.EventBase) -> None:
+        if not self._unchanged_since_last_reconcile():
+            self.reconcile()
+
+    def _on_peer_departed(self, event: ops.RelationDepartedEvent) -> None:
+        if event.departing_unit == self.unit:
+            self._leave()
+        else:
+            self.reconcile()
+
+    def _on_stop(self, _: ops.EventBase) -> None:
+        if self.model.get_relation(PEER) is not None and len(self._peer_unit_names()) > 1:
+            self._leave()
+        else:
+            self.host.services.stop(workload.SERVICE)
+            self._status = ops.MaintenanceStatus("stopped")
+
+    # -- shared state -----------------------------------------------------------------------
+
+    @property
+    def host(self) -> Host:
+        """This machine; in a sandbox without etcd on PATH, etcd is only recorded."""
+        if self._host is None:
+            from kaji.host import RecordingManager, host_from_environment
+
+            host = host_from_environment()
+            if host.is_sandbox and host.services.runs_processes and not _etcd_on_path():
+                host.services = RecordingManager(host.path("/var/lib/kaji/services"))
+            self._host = host
+        return self._host
+
+    def _address(self) -> str | None:
+        binding = self.model.get_binding(PEER)
+        if binding is None:
+            return None
+        try:
+            address = binding.network.ingress_address
+        except (ops.ModelError, RuntimeError):
+            return None
+        return None if address is None else str(address)
+
+    def _resource(self) -> str | None:
+        if self.host.is_sandbox:
+            return None
+        try:
+            path = self.model.resources.fetch("etcd")
+        except (ops.ModelError, NameError):
+            return None
+        return str(path) if path.stat().st_size > 0 else None
+
+    def _member(self) -> workload.Member:
+        """This unit's member (raises ConfigError, EtcdError, HostError, _NotReadyError)."""
+        config = workload.parse_config(dict(self.config))
+        address = self._address()
+        if address is None:
+            raise _NotReadyError(ops.WaitingStatus("waiting for the unit's network address"))
+        binaries = workload.ensure_binaries(self.host, config, self._resource())
+        extra = ("127.0.0.1",) if not self.host.is_sandbox and address != "127.0.0.1" else ()
+        return workload.Member(
+            self.host, config, binaries, member_name_for(self.unit.name), address, extra
+        )
+
+    def _peer_unit_names(self) -> set[str]:
+        relation = self.model.get_relation(PEER)
+        names = {self.unit.name}
+        if relation is not None:
+            names |= {u.name for u in relation.units}
+        return names
+
+    # -- reconcile ---------------------------------------------------------------------------
 
     def reconcile(self) -> None:
-        """Nothing to put on the machine until the workload is implemented."""
+        """Validate config, install, exchange certificates, manage membership, serve clients."""
+        self._status, self._notes, self._view, self._signed = None, [], None, None
+        try:
+            workload.parse_config(dict(self.config))
+        except workload.ConfigError as error:
+            logger.error("invalid config: %s", error)
+            self._status = ops.BlockedStatus(f"invalid config: {error.option}: {error.reason}")
+            return
+        if self.host.exists(DEPARTED_MARKER):
+            self._status = ops.MaintenanceStatus("this unit left the cluster; etcd is stopped")
+            return
+        try:
+            member = self._member()
+        except _NotReadyError as wait:
+            self._status = wait.status
+            return
+        except (workload.EtcdError, HostError, OSError) as error:
+            logger.error("cannot install etcd: %s", error)
+            self._status = ops.BlockedStatus(f"cannot install etcd: {error}"[:200])
+            return
+        relation = self.model.get_relation(PEER)
+        if relation is None:
+            self._status = ops.WaitingStatus("waiting for the peer relation")
+            return
+        request = self._publish_unit(member, relation)
+        if self.unit.is_leader():
+            self._lead(member, relation)
+        try:
+            self._run_member(member, relation, request)
+        except (workload.EtcdError, HostError) as error:
+            logger.error("etcd on this unit: %s", error)
+            self._status = ops.WaitingStatus(f"etcd failed: {error}"[:200])
+        if self.unit.is_leader():
+            self._lead(member, relation)  # membership as etcd now sees it
+            self._serve_clients(member, relation)
+        self._status = self._status or self._cluster_status(member, relation)
+        self._remember_reconciled()
+
+    def _publish_unit(self, member: workload.Member, relation: ops.Relation) -> KeyAndRequest:
+        from kaji import certs
+        from kaji.interfaces.etcd_peers import EtcdPeerUnit, expected_member_identity
+
+        hostname = node_hostname()
+        identity = expected_member_identity(self.unit.name, hostname, [member.address])
+        request = certs.ensure_key_and_csr(
+            self.host, workload.PKI_DIR, workload.MEMBER_KEY_NAME, identity
+        )
+        data = EtcdPeerUnit(
+            member_name=member.name,
+            hostname=hostname,
+            addresses=(member.address,),
+            peer_url=member.peer_url,
+            client_url=member.client_url,
+            peer_csr=request.csr_pem,
+        ).to_databag()
+        bag = relation.data[self.unit]
+        voter_id = bag.get("member-id")
+        if voter_id is not None:
+            data["member-id"] = voter_id
+        update_databag(bag, data)
+        return request
+
+    # -- leader: CA, member certificates, membership --------------------------------------------
+
+    def _ca(self) -> pki.CertificateAuthority | None:
+        from kaji import pki
+
+        def make() -> dict[str, str]:
+            ca = pki.create_ca(f"kaji etcd CA ({self.app.name})")
+            return {"cert": ca.cert_pem, "key": ca.key_pem}
+
+        content = app_secret_content(self, CA_SECRET_LABEL, make)
+        if not content:
+            return None
+        return pki.CertificateAuthority(cert_pem=content["cert"], key_pem=content["key"])
+
+    def _peer_units(self, relation: ops.Relation) -> dict[str, EtcdPeerUnit]:
+        """Every peer unit's valid data (own included); refusals are logged and noted."""
+        from kaji.interfaces.etcd_peers import read_peer_unit
+
+        found: dict[str, EtcdPeerUnit] = {}
+        for unit in (self.unit, *sorted(relation.units, key=lambda u: u.name)):
+            bag = relation.data[unit]
+            try:
+                data = read_peer_unit(bag, unit.name)
+            except RelationDataError as error:
+                self._refuse(unit.name, str(error))
+                continue
+            if data is None:
+                continue
+            claimed, known = set(data.addresses), juju_addresses(bag)
+            if unit != self.unit and known and not claimed <= known:
+                extra = ", ".join(sorted(claimed - known))
+                self._refuse(unit.name, f"addresses {extra} are not the unit's (Juju: {known})")
+                continue
+            found[unit.name] = data
+        return found
+
+    def _refuse(self, unit: str, reason: str) -> None:
+        logger.warning("refusing the request of %s: %s", unit, reason)
+        self._notes.append(f"refused {unit}'s request (see debug-log)")
+
+    def _lead(self, member: workload.Member, relation: ops.Relation) -> None:
+        from kaji import certs, pki
+        from kaji.interfaces.etcd_peers import EtcdPeerApp, expected_member_identity
+
+        ca = self._ca()
+        if ca is None:
+            return
+        bag = relation.data[self.app]
+        current = _read_app(bag)
+        if self._signed is None:  # once per hook: the second pass only updates membership
+            peers = self._peer_units(relation)
+            certificates: dict[str, str] = {}
+            for unit, data in peers.items():
+                expected = expected_member_identity(unit, data.hostname, data.addresses)
+                existing = current.certificate_for(unit) if current else None
+                try:
+                    certificates[unit] = certs.issue(
+                        data.peer_csr, expected, ca, pki.Profile.PEER, existing
+                    )
+                except pki.PKIError as error:
+                    self._refuse(unit, str(error))
+            self._signed = (peers, certificates)
+        peers, certificates = self._signed
+        token = current.cluster_token if current else f"kaji-etcd-{secrets.token_hex(8)}"
+        members, state, ids = self._membership(member, relation, current, peers, certificates)
+        app = EtcdPeerApp(
+            ca_cert=ca.cert_pem,
+            cluster_token=token,
+            cluster_state=state,
+            members=members,
+            certificates=certificates,
+        )
+        extras = {
+            "member-ids": json.dumps(ids, sort_keys=True, separators=(",", ":")),
+            "recorded-only": json.dumps(not member.binaries.live),
+        }
+        update_databag(bag, {**app.to_databag(), **extras})
+
+    def _membership(
+        self,
+        member: workload.Member,
+        relation: ops.Relation,
+        current: EtcdPeerApp | None,
+        peers: dict[str, EtcdPeerUnit],
+        certificates: dict[str, str],
+    ) -> tuple[dict[str, str], str, dict[str, str]]:
+        """The members map, cluster state and member IDs to publish; changes etcd if live."""
+        if not current or not current.members:
+            return {member.name: member.peer_url}, "new", {}
+        old_ids = _member_ids(relation)
+        present = {member_name_for(u) for u in self._peer_unit_names()}
+        if not member.binaries.live:
+            members = {n: u for n, u in current.members.items() if n in present}
+            for unit, data in peers.items():
+                if unit in certificates:
+                    members[data.member_name] = data.peer_url
+            started = member.is_running() or current.cluster_state == "existing"
+            return members, "existing" if started else "new", {}
+        endpoints = self._member_client_urls(relation)
+        try:
+            listed = self._change_membership(member, endpoints, peers, certificates, present)
+        except workload.EtcdError as error:
+            logger.warning("cannot reach etcd to manage membership: %s", error)
+            return dict(current.members), current.cluster_state, old_ids
+        by_url = {d.peer_url: d.member_name for d in peers.values()}
+        members, ids = {}, {}
+        for info in listed:
+            name = info.name or next((by_url[u] for u in info.peer_urls if u in by_url), "")
+            if name and info.peer_urls:
+                members[name] = info.peer_urls[0]
+                ids[name] = info.hex_id
+        return members, "existing", ids
+
+    def _change_membership(
+        self,
+        member: workload.Member,
+        endpoints: list[str],
+        peers: dict[str, EtcdPeerUnit],
+        certificates: dict[str, str],
+        present: set[str],
+    ) -> list[workload.MemberInfo]:
+        """Remove departed members, promote started learners, add the next unit as a learner."""
+        listed = member.member_list(endpoints)
+        urls_present = {d.peer_url for d in peers.values()}
+        for info in listed:
+            if info.name:
+                gone = info.name not in present
+            else:
+                gone = not set(info.peer_urls) & urls_present
+            if not gone:
+                continue
+            blocker = member.remove_safely(info.id, endpoints)
+            if blocker:
+                message = f"{info.name or info.hex_id} departed but stays a member: {blocker}"
+                logger.error("%s; recover the unhealthy members, then it will be removed", message)
+                self._status = ops.BlockedStatus(message)
+            else:
+                logger.info("removed departed member %s (%s)", info.name, info.hex_id)
+        listed = member.member_list(endpoints)
+        for info in listed:
+            if info.is_learner and info.started:
+                try:
+                    member.promote(info.id, endpoints)
+                except workload.EtcdError as error:
+                    logger.info("learner %s not promoted yet: %s", info.name, error)
+        listed = member.member_list(endpoints)
+        if any(m.is_learner or not m.started for m in listed):
+            return listed  # one join at a time
+        known = {u for m in listed for u in m.peer_urls}
+        for unit in sorted(certificates, key=_unit_number):
+            data = peers[unit]
+            if data.peer_url not in known and data.member_name != member.name:
+                logger.info("adding %s as a learner", data.member_name)
+                return member.add_learner(data.member_name, data.peer_url, endpoints)
+        return listed
+
+    # -- this unit's member --------------------------------------------------------------------
+
+    def _run_member(
+        self, member: workload.Member, relation: ops.Relation, request: KeyAndRequest
+    ) -> None:
+        from kaji import certs, pki
+
+        app = _read_app(relation.data[self.app])
+        if app is None:
+            self._status = ops.WaitingStatus("waiting for the leader to create the cluster CA")
+            return
+        cert = app.certificate_for(self.unit.name)
+        if not certs.usable_certificate(cert, request, app.ca_cert, pki.Profile.PEER):
+            self._status = ops.WaitingStatus("waiting for a member certificate from the leader")
+            return
+        assert cert is not None
+        member.install_certificates(app.ca_cert, cert)
+        record = member.join_record()
+        ids = _member_ids(relation)
+        retire = None
+        if record is not None and record.token != app.cluster_token:
+            retire = "cluster-restored"
+        elif record is not None and app.cluster_state == "existing":
+            if member.name not in app.members:
+                retire = "member-removed"
+            elif record.member_id and ids.get(member.name) not in (None, record.member_id):
+                retire = "member-replaced"
+        if record is not None and retire is not None:
+            where = member.retire_data(retire)
+            logger.warning("this member's data is stale (%s); kept in %s", retire, where)
+            relation.data[self.unit].pop("member-id", None)
+            record = None
+        if record is None:
+            if member.name not in app.members:
+                count = len(app.members)
+                self._status = ops.WaitingStatus(
+                    f"waiting to be added to the cluster ({members_text(count)})"
+                )
+                return
+            if app.cluster_state == "new" and set(app.members) == {member.name}:
+                record = member.bootstrap(app.cluster_token)
+            else:
+                record = member.start_joining(app.cluster_token, app.members)
+        else:
+            member.ensure_running(record)
+        if not member.binaries.live:
+            return
+        if record.member_id is None and ids.get(member.name):
+            member.write_join_record(workload.with_member_id(record, ids[member.name]))
+        if relation.data[self.unit].get("member-id") is None:
+            endpoints = self._member_client_urls(relation) or [member.client_url]
+            if member.promote_self(endpoints, wait=PROMOTE_WAIT):
+                own = member.own_id()
+                if own is not None:
+                    relation.data[self.unit]["member-id"] = json.dumps(f"{own:x}")
+            else:
+                self._status = ops.WaitingStatus("learner: catching up before promotion")
+
+    def _member_client_urls(self, relation: ops.Relation) -> list[str]:
+        """Where to reach the cluster: the members the leader published, and voting units.
+
+        A member's client URL is its peer URL's host on the client port. This unit's own URL
+        is left out until it is a voting member: a learner cannot answer cluster requests,
+        and etcdctl tries its endpoints in turn.
+        """
+        port = workload.parse_config(dict(self.config)).client_port
+        urls = set()
+        try:
+            members = json.loads(relation.data[self.app].get("members", "{}"))
+        except ValueError:
+            members = {}
+        for peer_url in members.values() if isinstance(members, dict) else ():
+            host = urllib.parse.urlsplit(str(peer_url)).netloc.rpartition(":")[0]
+            if host:
+                urls.add(f"https://{host}:{port}")
+        for unit in (self.unit, *relation.units):
+            bag = relation.data[unit]
+            if bag.get("member-id"):
+                try:
+                    urls.add(str(json.loads(bag["client-url"])))
+                except (KeyError, ValueError):
+                    continue
+        own = relation.data[self.unit]
+        if not own.get("member-id"):
+            with contextlib.suppress(ValueError):
+                urls.discard(str(json.loads(own.get("client-url", "null"))))
+        return sorted(urls)
+
+    # -- leaving -------------------------------------------------------------------------------
+
+    def _leave(self) -> None:
+        """Remove this unit's member before it stops, unless that would lose quorum."""
+        try:
+            member = self._member()
+        except Exception as error:
+            logger.warning("leaving without touching etcd: %s", error)
+            self._status = ops.MaintenanceStatus("leaving")
+            return
+        relation = self.model.get_relation(PEER)
+        endpoints = self._member_client_urls(relation) if relation else []
+        if member.binaries.live and member.is_running():
+            try:
+                listed = member.member_list(endpoints or None)
+                me = next((m for m in listed if member.peer_url in m.peer_urls), None)
+                blocker = None if me is None else member.remove_safely(me.id, endpoints)
+            except workload.EtcdError as error:
+                blocker = f"etcd could not be asked: {error}"
+            if blocker:
+                logger.error("not leaving the etcd cluster: %s; the data is kept", blocker)
+                self._status = ops.BlockedStatus(f"not leaving: {blocker}; data kept")
+                return
+            member.retire_data("left")
+        else:
+            member.stop()
+        self.host.ensure_directory(workload.DATA_ROOT, 0o700)
+        self.host.write_file(DEPARTED_MARKER, "left the cluster\n")
+        self._status = ops.MaintenanceStatus("this unit left the cluster; etcd is stopped")
+
+    # -- clients (db relation) -----------------------------------------------------------------
+
+    def _serve_clients(self, member: workload.Member, relation: ops.Relation) -> None:
+        from kaji import certs, pki
+        from kaji.interfaces.etcd import (
+            EtcdProviderApp,
+            expected_client_identity,
+            read_provider_app,
+            read_requirer_unit,
+        )
+
+        db_relations = self.model.relations.get(DB, [])
+        if not db_relations:
+            return
+        ca = self._ca()
+        if ca is None:
+            return
+        urls = self._client_urls(member, relation)
+        if not urls:
+            return
+        for db in db_relations:
+            bag = db.data[self.app]
+            try:
+                current = read_provider_app(bag)
+            except RelationDataError:
+                current = None
+            issued: dict[str, str] = {}
+            for unit in sorted(db.units, key=lambda u: u.name):
+                try:
+                    request = read_requirer_unit(db.data[unit], unit.name)
+                    if request is None:
+                        continue
+                    issued[unit.name] = certs.issue(
+                        request.client_csr,
+                        expected_client_identity(unit.name),
+                        ca,
+                        pki.Profile.CLIENT,
+                        current.certificate_for(unit.name) if current else None,
+                    )
+                except (RelationDataError, pki.PKIError) as error:
+                    self._refuse(unit.name, str(error))
+            data = EtcdProviderApp(
+                client_urls=tuple(urls), ca_cert=ca.cert_pem, certificates=issued
+            )
+            update_databag(bag, data.to_databag())
+
+    def _client_urls(self, member: workload.Member, relation: ops.Relation) -> list[str]:
+        """Client URLs of the healthy members (live) or of the recorded members."""
+        if member.binaries.live:
+            return self._cluster_view(member, relation).healthy_client_urls()
+        app = _read_app(relation.data[self.app])
+        if app is None:
+            return []
+        by_name = {}
+        for unit in (self.unit, *relation.units):
+            raw = relation.data[unit]
+            try:
+                name = json.loads(raw.get("member-name", "null"))
+                url = json.loads(raw.get("client-url", "null"))
+            except ValueError:
+                continue
+            if isinstance(name, str) and isinstance(url, str):
+                by_name[name] = url
+        return sorted(by_name[n] for n in app.members if n in by_name)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def _cluster_view(self, member: workload.Member, relation: ops.Relation) -> ClusterView:
+        if self._view is not None:
+            return self._view
+        if not member.binaries.live:
+            self._view = ClusterView(live=False)
+            return self._view
+        endpoints = self._member_client_urls(relation) or [member.client_url]
+        view = ClusterView(live=True)
+        try:
+            view.members = member.member_list(endpoints)
+            urls = [m.client_urls[0] for m in view.voters() if m.client_urls]
+            health = member.endpoint_health(urls)
+            view.healthy = {
+                m.id for m in view.voters() if m.client_urls and health[m.client_urls[0]]
+            }
+            view.leader_id = member.leader_id(sorted(u for u, ok in health.items() if ok))
+        except workload.EtcdError as error:
+            view.error = str(error).splitlines()[-1][:120]
+        self._view = view
+        return view
+
+    def _cluster_status(self, member: workload.Member, relation: ops.Relation) -> ops.StatusBase:
+        notes = "; ".join(dict.fromkeys(self._notes))
+        suffix = f"; {notes}" if notes else ""
+        if not member.binaries.live:
+            app = _read_app(relation.data[self.app])
+            count = len(app.members) if app else 0
+            return ops.ActiveStatus(f"{members_text(count)} ({RECORDED_NOTE}){suffix}")
+        view = self._cluster_view(member, relation)
+        if view.error:
+            return ops.WaitingStatus(f"etcd unreachable: {view.error}")
+        voters = view.voters()
+        me = next((m for m in view.members if member.peer_url in m.peer_urls), None)
+        if me is None:
+            return ops.WaitingStatus("waiting to be added to the cluster")
+        if me.is_learner:
+            return ops.WaitingStatus("learner: catching up before promotion")
+        healthy = [m for m in voters if m.id in view.healthy]
+        quorum = len(voters) // 2 + 1
+        leader = next((m.name for m in voters if m.id == view.leader_id), None)
+        leader_text = f"leader {unit_of_member(leader)}" if leader else "no leader"
+        if len(healthy) < quorum:
+            sick = ", ".join(sorted(m.name or m.hex_id for m in voters if m not in healthy))
+            return ops.BlockedStatus(
+                f"no quorum: {len(healthy)} of {len(voters)} members healthy (unhealthy: {sick}); "
+                "restart or replace them, or restore from a snapshot"
+            )
+        if len(healthy) < len(voters):
+            sick = ", ".join(sorted(m.name or m.hex_id for m in voters if m not in healthy))
+            return ops.ActiveStatus(
+                f"degraded: {len(healthy)} of {len(voters)} members healthy (unhealthy: {sick}), "
+                f"{leader_text}{suffix}"
+            )
+        return ops.ActiveStatus(f"healthy, {members_text(len(voters))}, {leader_text}{suffix}")
 
     def assess_status(self) -> ops.StatusBase:
-        """Say truthfully that this revision runs no workload."""
-        return ops.BlockedStatus("skeleton: etcd not implemented yet")
+        """The status the last reconcile (or leave, or the cheap update-status path) found."""
+        if self._status is None:
+            self.reconcile()
+        assert self._status is not None
+        return self._status
+
+    # -- cheap update-status ---------------------------------------------------------------
+
+    def _inputs_digest(self) -> str:
+        """Everything a reconcile reads: config, leadership, relation data, address."""
+        data: dict[str, Any] = {
+            "config": dict(self.config),
+            "leader": self.unit.is_leader(),
+            "address": self._address(),
+            "hostname": node_hostname(),
+        }
+        for endpoint in (PEER, DB):
+            for relation in self.model.relations.get(endpoint, []):
+                bags = {}
+                if endpoint == PEER or self.unit.is_leader():
+                    bags["app"] = dict(relation.data[self.app])
+                for unit in (self.unit, *relation.units):
+                    bags[unit.name] = dict(relation.data[unit])
+                if relation.app is not None and relation.app != self.app:
+                    bags["remote-app"] = dict(relation.data[relation.app])
+                data[f"{endpoint}:{relation.id}"] = bags
+        text = json.dumps(data, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _remember_reconciled(self) -> None:
+        previous, digest, now = self._reconciled_record(), self._inputs_digest(), int(time.time())
+        stamp = previous.get("at", 0) if previous.get("digest") == digest else 0
+        if not isinstance(stamp, int) or now - stamp > FULL_RECONCILE_INTERVAL:
+            stamp = now  # a full reconcile that the interval asked for: the clock restarts
+        record = {"digest": digest, "at": stamp}
+        self.host.ensure_directory(workload.DATA_ROOT, 0o700)
+        self.host.write_file(RECONCILED_FILE, json.dumps(record, sort_keys=True), mode=0o600)
+
+    def _reconciled_record(self) -> dict[str, Any]:
+        text = self.host.read_text(RECONCILED_FILE)
+        try:
+            record = json.loads(text) if text else {}
+        except ValueError:
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def _unchanged_since_last_reconcile(self) -> bool:
+        """True (and status set) when update-status has nothing to do but report."""
+        record = self._reconciled_record()
+        if record.get("digest") != self._inputs_digest():
+            return False
+        if time.time() - float(record.get("at", 0)) > FULL_RECONCILE_INTERVAL:
+            return False
+        if self.host.exists(DEPARTED_MARKER) or not self.host.services.is_running(
+            workload.SERVICE
+        ):
+            return False
+        relation = self.model.get_relation(PEER)
+        if relation is None:
+            return False
+        try:
+            member = self._member()
+        except Exception:  # anything odd: leave it to the full reconcile
+            return False
+        if not member.binaries.live:
+            raw = relation.data[self.app].get("members")
+            members = json.loads(raw) if raw else {}
+            self._status = ops.ActiveStatus(f"{members_text(len(members))} ({RECORDED_NOTE})")
+            return True
+        status = self._cluster_status(member, relation)
+        view = self._cluster_view(member, relation)
+        expected = set(json.loads(relation.data[self.app].get("members", "{}")))
+        settled = not any(m.is_learner or not m.started for m in view.members)
+        if not isinstance(status, ops.ActiveStatus) or not settled:
+            return False
+        if {m.name for m in view.members} != expected:
+            return False
+        self._status = status
+        return True
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def _action_member(self, event: ops.ActionEvent) -> workload.Member | None:
+        try:
+            member = self._member()
+        except Exception as error:
+            event.fail(f"etcd is not set up on this unit: {error}")
+            return None
+        if not member.binaries.live:
+            event.fail(RECORDED_NOTE)
+            return None
+        if not member.is_running():
+            event.fail("etcd is not running on this unit")
+            return None
+        return member
+
+    def _on_snapshot_action(self, event: ops.ActionEvent) -> None:
+        member = self._action_member(event)
+        if member is None:
+            return
+        path = event.params.get("path") or None
+        if path is not None and not str(path).startswith("/"):
+            event.fail("path must be absolute")
+            return
+        try:
+            info = member.snapshot(path)
+        except workload.EtcdError as error:
+            event.fail(f"snapshot failed: {error}")
+            return
+        event.set_results(
+            {
+                "path": info.path,
+                "size": info.size,
+                "sha256": info.sha256,
+                "revision": info.revision,
+                "keys": info.total_keys,
+            }
+        )
+
+    def _on_restore_action(self, event: ops.ActionEvent) -> None:
+        if not self.unit.is_leader():
+            event.fail("run restore on the leader unit (juju run etcd/leader restore)")
+            return
+        member = self._action_member(event)
+        relation = self.model.get_relation(PEER)
+        if member is None or relation is None:
+            if relation is None:
+                event.fail("no peer relation yet")
+            return
+        path = event.params.get("path")
+        if path:
+            real = str(self.host.path(str(path)))
+        else:
+            try:
+                real = str(self.model.resources.fetch("snapshot"))
+            except (ops.ModelError, NameError):
+                event.fail("give path= or attach the snapshot resource")
+                return
+        current = _read_app(relation.data[self.app])
+        if current is None:
+            event.fail("the cluster is not set up yet")
+            return
+        token = f"kaji-etcd-{secrets.token_hex(8)}"
+        event.log(f"restoring {path or 'the snapshot resource'} as a new cluster")
+        try:
+            member.restore(real, token)
+        except workload.EtcdError as error:
+            event.fail(f"restore failed: {error}")
+            return
+        if not member.wait_healthy(timeout=60):
+            event.fail("restored member did not become healthy; see its log")
+            return
+        from kaji.interfaces.etcd_peers import EtcdPeerApp
+
+        own = member.own_id()
+        ids = {member.name: f"{own:x}"} if own is not None else {}
+        if own is not None:
+            record = member.join_record()
+            if record is not None:
+                member.write_join_record(workload.with_member_id(record, f"{own:x}"))
+        app = EtcdPeerApp(
+            ca_cert=current.ca_cert,
+            cluster_token=token,
+            cluster_state="existing",
+            members={member.name: member.peer_url},
+            certificates=current.certificates,
+        )
+        extras = {
+            "member-ids": json.dumps(ids, sort_keys=True, separators=(",", ":")),
+            "recorded-only": json.dumps(False),
+        }
+        update_databag(relation.data[self.app], {**app.to_databag(), **extras})
+        status = member.snapshot_status(real)
+        event.set_results(
+            {"member": member.name, "revision": status.get("revision", 0), "token": token}
+        )
+        self.reconcile()
+
+    def _on_health_action(self, event: ops.ActionEvent) -> None:
+        member = self._action_member(event)
+        relation = self.model.get_relation(PEER)
+        if member is None or relation is None:
+            return
+        view = self._cluster_view(member, relation)
+        if view.error:
+            event.fail(f"etcd unreachable: {view.error}")
+            return
+        leader = next((m.name for m in view.members if m.id == view.leader_id), "")
+        event.set_results(
+            {
+                "leader": leader,
+                "healthy": str(len(view.healthy) == len(view.voters())).lower(),
+                "members": {
+                    m.name or m.hex_id: {
+                        "id": m.hex_id,
+                        "healthy": str(m.id in view.healthy).lower(),
+                        "learner": str(m.is_learner).lower(),
+                        "client-url": ",".join(m.client_urls),
+                    }
+                    for m in view.members
+                },
+            }
+        )
+
+    def _on_member_list_action(self, event: ops.ActionEvent) -> None:
+        member = self._action_member(event)
+        relation = self.model.get_relation(PEER)
+        if member is None or relation is None:
+            return
+        try:
+            members = member.member_list(self._member_client_urls(relation) or None)
+        except workload.EtcdError as error:
+            event.fail(str(error))
+            return
+        event.set_results(
+            {
+                "members": json.dumps(
+                    [
+                        {
+                            "id": m.hex_id,
+                            "name": m.name,
+                            "peer-urls": list(m.peer_urls),
+                            "client-urls": list(m.client_urls),
+                            "learner": m.is_learner,
+                        }
+                        for m in members
+                    ],
+                    sort_keys=True,
+                ),
+                "count": len(members),
+            }
+        )
+
+    def _on_defrag_action(self, event: ops.ActionEvent) -> None:
+        member = self._action_member(event)
+        relation = self.model.get_relation(PEER)
+        if member is None or relation is None:
+            return
+        endpoints = [member.client_url]
+        try:
+            if event.params.get("all"):
+                listed = member.member_list(self._member_client_urls(relation))
+                endpoints = sorted(m.client_urls[0] for m in listed if m.client_urls)
+            output = member.defrag(endpoints)
+        except workload.EtcdError as error:
+            event.fail(f"defrag failed: {error}")
+            return
+        event.set_results({"output": output, "members": len(endpoints)})
+
+
+class _NotReadyError(Exception):
+    def __init__(self, status: ops.StatusBase) -> None:
+        super().__init__(status.message)
+        self.status = status
+
+
+def _etcd_on_path() -> bool:
+    import shutil
+
+    return bool(shutil.which("etcd") and shutil.which("etcdctl"))
+
+
+def _read_app(bag: ops.RelationDataContent) -> EtcdPeerApp | None:
+    from kaji.interfaces.etcd_peers import read_peer_app
+
+    try:
+        return read_peer_app(bag)
+    except RelationDataError as error:
+        logger.warning("ignoring malformed peer application data: %s", error)
+        return None
+
+
+def _member_ids(relation: ops.Relation | None) -> dict[str, str]:
+    if relation is None:
+        return {}
+    raw = relation.data[relation.app].get("member-ids") if relation.app else None
+    try:
+        ids = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in ids.items()} if isinstance(ids, dict) else {}
+
+
+def _unit_number(unit: str) -> tuple[str, int]:
+    app, _, number = unit.rpartition("/")
+    return (app, int(number) if number.isdigit() else 0)
 
 
 if __name__ == "__main__":  # pragma: nocover

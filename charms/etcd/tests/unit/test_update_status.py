@@ -1,0 +1,113 @@
+"""update-status with nothing new is cheap: no crypto import, no file written, no restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ops import testing
+
+from charm import CA_SECRET_LABEL
+
+CHARM = Path(__file__).parents[2]
+
+_CHILD = """
+import json, sys
+from ops import testing
+from charm import EtcdCharm
+data = json.loads(sys.stdin.read())
+relation = testing.PeerRelation(
+    "cluster", id=data["id"], local_app_data=data["app"], local_unit_data=data["unit"]
+)
+secret = testing.Secret(data["ca"], label=data["label"], owner="app")
+state = testing.State(leader=True, relations={relation}, secrets={secret})
+ctx = testing.Context(EtcdCharm, app_name="etcd")
+with ctx(ctx.on.update_status(), state) as manager:
+    out = manager.run()
+    stats = manager.charm.host.stats.as_dict()
+print(json.dumps({
+    "crypto": sorted(m for m in sys.modules if m.startswith("cryptography")),
+    "stats": stats,
+    "status": [out.unit_status.name, out.unit_status.message],
+}))
+"""
+
+
+def test_noop_update_status_needs_no_cryptography(ctx: testing.Context, sandbox: Path) -> None:
+    state = ctx.run(
+        ctx.on.install(), testing.State(leader=True, relations={testing.PeerRelation("cluster")})
+    )
+    relation = state.get_relations("cluster")[0]
+    secret = next(s for s in state.secrets if s.label == CA_SECRET_LABEL)
+    payload = {
+        "app": dict(relation.local_app_data),
+        "unit": dict(relation.local_unit_data),
+        "ca": dict(secret.tracked_content),
+        "label": CA_SECRET_LABEL,
+        "id": relation.id,  # Juju keeps a relation's id; the digest includes it
+    }
+    env = {**os.environ, "PYTHONPATH": f"{CHARM / 'src'}:{CHARM.parents[1] / 'lib'}"}
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    assert result["crypto"] == []
+    assert result["stats"]["files_written"] == 0
+    assert result["stats"]["services_restarted"] == result["stats"]["services_started"] == 0
+    assert result["status"] == [
+        "active",
+        "1 member (etcd not running on this machine: recorded only)",
+    ]
+
+
+def test_update_status_reconciles_when_something_changed(
+    ctx: testing.Context, sandbox: Path
+) -> None:
+    state = ctx.run(
+        ctx.on.install(), testing.State(leader=True, relations={testing.PeerRelation("cluster")})
+    )
+    changed = testing.State(
+        leader=True,
+        relations=state.relations,
+        secrets=state.secrets,
+        config={"snapshot-count": 500},
+    )
+    ctx.run(ctx.on.update_status(), changed)
+    config = json.loads((sandbox / "etc/kaji/etcd/etcd.conf.yml").read_text())
+    assert config["snapshot-count"] == 500
+
+
+def test_full_reconcile_is_forced_after_the_interval_then_cheap_again(
+    ctx: testing.Context, sandbox: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import charm
+
+    state = ctx.run(
+        ctx.on.install(), testing.State(leader=True, relations={testing.PeerRelation("cluster")})
+    )
+    record_path = sandbox / "var/lib/kaji/etcd/reconciled.json"
+    record = json.loads(record_path.read_text())
+    record["at"] -= charm.FULL_RECONCILE_INTERVAL + 10
+    record_path.write_text(json.dumps(record))
+    calls: list[str] = []
+    original = charm.EtcdCharm.reconcile
+
+    def counting(self: charm.EtcdCharm) -> None:
+        calls.append("reconcile")
+        original(self)
+
+    monkeypatch.setattr(charm.EtcdCharm, "reconcile", counting)
+    state = ctx.run(ctx.on.update_status(), state)
+    assert calls == ["reconcile"]
+    ctx.run(ctx.on.update_status(), state)
+    assert calls == ["reconcile"]  # the clock restarted: cheap again

@@ -1,0 +1,306 @@
+"""The etcd charm's workload module driving Debian's real etcd: a TLS cluster on 127.0.1.N.
+
+Every member is a sandboxed "machine" (its own Host root, a ProcessManager, its own loopback
+address), configured and started by ``charms/etcd/src/etcd_workload.py`` exactly as the charm
+does; the test plays the leader's and the units' parts in one process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from kaji import certs, pki
+from kaji.host import CommandError, Host, ProcessManager
+from kaji.interfaces.etcd import expected_client_identity
+from kaji.interfaces.etcd_peers import expected_member_identity
+
+_SRC = Path(__file__).parents[2] / "charms" / "etcd" / "src" / "etcd_workload.py"
+
+
+def _load_workload() -> ModuleType:
+    name = "kaji_etcd_workload"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, _SRC)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+workload = _load_workload()
+TOKEN = "kaji-etcd-workload-test"
+
+
+def _free_ports(addresses: list[str], count: int) -> list[int]:
+    """Ports free on every one of ``addresses`` (etcd members share their port numbers)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket() as probe:
+            probe.bind((addresses[0], 0))
+            port = probe.getsockname()[1]
+        try:
+            for address in addresses[1:]:
+                with socket.socket() as other:
+                    other.bind((address, port))
+        except OSError:
+            continue
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+class Lab:
+    """Sandboxed etcd machines sharing one CA and one pair of ports."""
+
+    def __init__(self, base: Path, count: int = 6) -> None:
+        self.base = base
+        self.ca = pki.create_ca("kaji etcd workload-test CA")
+        addresses = [f"127.0.1.{n}" for n in range(1, count + 1)]
+        client, peer = _free_ports(addresses, 2)
+        self.config = workload.parse_config(
+            {
+                "version": "3.5.17",
+                "mirror-url": workload.DEFAULT_MIRROR,
+                "etcd-sha256": "",
+                "client-port": client,
+                "peer-port": peer,
+                "heartbeat-interval": 50,
+                "election-timeout": 500,
+                "snapshot-count": 10000,
+                "quota-backend-bytes": "256MiB",
+                "auto-compaction-mode": "periodic",
+                "auto-compaction-retention": "1h",
+            }
+        )
+        self.members: list[Any] = []
+
+    def machine(self, n: int, ca: pki.CertificateAuthority | None = None) -> Any:
+        """Member etcd-N on 127.0.1.N (N from 1), with a member certificate from ``ca``."""
+        ca = ca or self.ca
+        root = self.base / f"machine-{n}"
+        root.mkdir(exist_ok=True)
+        host = Host(root, ProcessManager(root / "var/lib/kaji/processes"))
+        binaries = workload.ensure_binaries(host, self.config)
+        assert binaries.live
+        member = workload.Member(host, self.config, binaries, f"etcd-{n}", f"127.0.1.{n}")
+        identity = expected_member_identity(f"etcd/{n}", f"machine-{n}", [member.address])
+        request = certs.ensure_key_and_csr(host, workload.PKI_DIR, "member", identity)
+        member.install_certificates(ca.cert_pem, pki.sign_csr(request.csr_pem, ca, "peer"))
+        self.members.append(member)
+        return member
+
+    def cluster(self, count: int) -> list[Any]:
+        """A healthy cluster of ``count`` members, built the way the charm builds it."""
+        first = self.machine(1)
+        first.bootstrap(TOKEN)
+        assert first.wait_healthy(timeout=30)
+        members = [first]
+        for n in range(2, count + 1):
+            member = self.machine(n)
+            workload.grow(first, member, TOKEN)
+            members.append(member)
+        assert first.wait_healthy([m.client_url for m in members], timeout=30)
+        return members
+
+    def close(self) -> None:
+        for member in self.members:
+            for name in member.host.services.list():
+                member.host.services.remove(name)
+
+
+@pytest.fixture
+def lab(tmp_path: Path, as_root: None, require_binaries: Callable[..., None]) -> Iterator[Lab]:
+    require_binaries("etcd", "etcdctl")
+    lab = Lab(tmp_path)
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+def _put(member: Any, key: str, value: str, endpoints: list[str] | None = None) -> None:
+    member.etcdctl("put", key, value, endpoints=endpoints)
+
+
+def _get(member: Any, key: str, endpoints: list[str] | None = None) -> str | None:
+    out = member.etcdctl("get", key, "--print-value-only", endpoints=endpoints)
+    return out.rstrip("\n") if out else None
+
+
+def _keys(member: Any, prefix: str) -> dict[str, str]:
+    out = member.etcdctl("get", prefix, "--prefix", "-w", "json")
+    import base64
+    import json
+
+    kvs = json.loads(out).get("kvs", [])
+    return {
+        base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]).decode() for kv in kvs
+    }
+
+
+def test_three_members_form_a_tls_cluster_through_learners(lab: Lab) -> None:
+    first = lab.machine(1)
+    first.bootstrap(TOKEN)
+    assert first.wait_healthy(timeout=30)
+    second = lab.machine(2)
+    listed = first.add_learner(second.name, second.peer_url)
+    added = next(m for m in listed if second.peer_url in m.peer_urls)
+    assert added.is_learner
+    assert not added.started
+    second.start_joining(TOKEN, {first.name: first.peer_url})
+    assert second.promote_self([first.client_url, second.client_url], wait=30)
+    third = lab.machine(3)
+    workload.grow(first, third, TOKEN)
+
+    members = first.member_list()
+    assert sorted(m.name for m in members) == ["etcd-1", "etcd-2", "etcd-3"]
+    assert not any(m.is_learner for m in members)
+    assert all(u.startswith("https://") for m in members for u in (*m.peer_urls, *m.client_urls))
+    urls = [m.client_url for m in (first, second, third)]
+    assert first.endpoint_health(urls) == dict.fromkeys(urls, True)
+    _put(first, "/kaji/hello", "world")
+    assert _get(third, "/kaji/hello") == "world"
+    leader = first.leader_id(urls)
+    assert leader in {m.id for m in members}
+    # Started as an existing member, with its initial cluster fixed at join time.
+    record = third.join_record()
+    assert record.state == "existing"
+    assert "etcd-1=" in record.initial_cluster
+    assert record.member_id == f"{next(m.id for m in members if m.name == 'etcd-3'):x}"
+
+
+def test_every_acknowledged_write_survives_add_and_remove(lab: Lab) -> None:
+    first, second, third = lab.cluster(3)
+    endpoints = [first.client_url, third.client_url]
+    acked: dict[str, str] = {}
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            key, value = f"/writer/{n:06d}", f"value-{n}"
+            try:
+                _put(first, key, value, endpoints)
+            except workload.EtcdError as error:
+                failures.append(str(error).splitlines()[-1])
+            else:
+                acked[key] = value
+            n += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        fourth = lab.machine(4)
+        workload.grow(first, fourth, TOKEN)
+        time.sleep(0.5)
+        second_id = second.own_id()
+        assert second_id is not None
+        assert first.remove_safely(second_id, endpoints) is None
+        second.retire_data("left")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert len(acked) > 20, f"the writer got too few writes through ({failures[:3]})"
+    survivors = [first, third, fourth]
+    assert sorted(m.name for m in first.member_list(endpoints)) == ["etcd-1", "etcd-3", "etcd-4"]
+    for member in survivors:
+        stored = _keys(member, "/writer/")
+        missing = [k for k, v in acked.items() if stored.get(k) != v]
+        assert not missing, f"{member.name} lost acknowledged writes: {missing[:5]}"
+
+
+def test_removal_that_would_lose_quorum_is_refused(lab: Lab) -> None:
+    first, second, third = lab.cluster(3)
+    third.stop()  # already unhealthy: counts against quorum
+    second_id = second.own_id()
+    blocker = first.remove_safely(second_id, [first.client_url, second.client_url])
+    assert blocker == ("removing etcd-2 would leave 1 healthy of 2 voting members (quorum 2)")
+    assert len(first.member_list([first.client_url])) == 3
+
+
+def test_member_removed_behind_its_back_rejoins_cleanly(lab: Lab) -> None:
+    first, second, third = lab.cluster(3)
+    _put(first, "/kept", "yes")
+    third_id = third.own_id()
+    first.remove_member(third_id)
+    retired = third.retire_data("member-removed")
+    assert retired is not None
+    assert third.host.exists(f"{retired}/member")
+    workload.grow(first, third, TOKEN)
+    assert third.own_id() != third_id
+    assert _get(third, "/kept", [third.client_url]) == "yes"
+    urls = [m.client_url for m in (first, second, third)]
+    assert first.endpoint_health(urls) == dict.fromkeys(urls, True)
+
+
+def test_clients_need_a_certificate_from_the_etcd_ca(lab: Lab, tmp_path: Path) -> None:
+    (first,) = lab.cluster(1)
+    etcdctl = first.binaries.etcdctl
+    ca_file = first.path(workload.CA_FILE)
+    base = [etcdctl, f"--endpoints={first.client_url}", f"--cacert={ca_file}"]
+    base += ["--dial-timeout=2s", "--command-timeout=3s"]
+
+    def client_cert(ca: pki.CertificateAuthority, name: str) -> list[str]:
+        key = pki.generate_private_key()
+        csr = pki.create_csr(key, expected_client_identity("control-plane/0"))
+        (tmp_path / f"{name}.key").write_text(key)
+        (tmp_path / f"{name}.crt").write_text(pki.sign_csr(csr, ca, pki.Profile.CLIENT))
+        return [f"--cert={tmp_path / f'{name}.crt'}", f"--key={tmp_path / f'{name}.key'}"]
+
+    good = first.host.run([*base, *client_cert(lab.ca, "good"), "put", "/client", "ok"])
+    assert good.ok
+    for argv in (
+        [*base, "put", "/client", "no-cert"],
+        [*base, *client_cert(pki.create_ca("another CA"), "foreign"), "put", "/client", "x"],
+    ):
+        with pytest.raises(CommandError):
+            first.host.run(argv, timeout=30)
+    assert _get(first, "/client") == "ok"
+
+
+def test_snapshot_restores_into_a_fresh_cluster(lab: Lab) -> None:
+    first, second, _third = lab.cluster(3)
+    written = {f"/data/{n:03d}": f"v{n}" for n in range(50)}
+    for key, value in written.items():
+        _put(second, key, value)
+    info = first.snapshot()
+    assert info.size > 0
+    assert info.revision >= 50
+    assert info.path.startswith(workload.SNAPSHOT_DIR)
+    snapshot = shutil.copy(first.path(info.path), lab.base / "snapshot.db")
+
+    fresh = lab.machine(5)
+    fresh.restore(str(snapshot), "kaji-etcd-restored")
+    assert fresh.wait_healthy(timeout=30)
+    assert _keys(fresh, "/data/") == written
+    assert [m.name for m in fresh.member_list()] == ["etcd-5"]  # a new cluster, not the old
+    sixth = lab.machine(6)
+    workload.grow(fresh, sixth, "kaji-etcd-restored")
+    assert _keys(sixth, "/data/") == written
+
+
+def test_invalid_snapshot_is_refused_and_data_kept(lab: Lab) -> None:
+    (first,) = lab.cluster(1)
+    _put(first, "/still", "here")
+    bogus = lab.base / "bogus.db"
+    bogus.write_bytes(b"not a snapshot" * 100)
+    with pytest.raises(workload.EtcdError, match="not a valid snapshot"):
+        first.restore(str(bogus), "kaji-etcd-other")
+    assert _get(first, "/still") == "here"
