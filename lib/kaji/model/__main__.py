@@ -1,12 +1,31 @@
-"""Command line of the offline model: ``python -m kaji.model check BUNDLE [--overlay F]``."""
+"""Command line of the offline model.
+
+    python -m kaji.model check BUNDLE [--overlay F]       check a bundle against the charms
+    python -m kaji.model deploy BUNDLE [--overlay F] [--model-dir D] [--replace] [--source]
+    python -m kaji.model add-unit worker [-n N]
+    python -m kaji.model remove-unit etcd/1
+    python -m kaji.model config control-plane key=value
+    python -m kaji.model leader control-plane/1         move leadership
+    python -m kaji.model run update-status              a hook on every unit
+    python -m kaji.model status [--format json]
+    python -m kaji.model destroy                        stop every process, remove the model
+
+The model lives in ``--model-dir`` (default ``.kaji-model``) between calls.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from kaji.model.bundle import Bundle, BundleError, load_bundle
+
+#: Exit codes: OK (every unit active), problem (bad bundle, request or no convergence),
+#: unsettled (the model settled but some unit is not active).
+EXIT_OK, EXIT_PROBLEM, EXIT_NOT_ACTIVE = 0, 1, 2
 
 
 def format_bundle(bundle: Bundle) -> str:
@@ -32,27 +51,207 @@ def format_bundle(bundle: Bundle) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the offline-model command line; return the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m kaji.model", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="check a bundle against the charms' metadata")
-    check.add_argument("bundle")
-    check.add_argument("--overlay", action="append", default=[], help="overlay file (repeat)")
-    check.add_argument("--charms-dir", default=None, help="charm sources (default: ../charms)")
-    args = parser.parse_args(argv)
-
+def _check(args: argparse.Namespace) -> int:
     try:
         bundle = load_bundle(args.bundle, args.overlay, args.charms_dir)
     except BundleError as e:
         print(f"{args.bundle}: {len(e.problems)} problem(s):\n{e}", file=sys.stderr)
-        return 1
+        return EXIT_PROBLEM
     print(format_bundle(bundle))
     print(
         f"\n{args.bundle}: OK ({len(bundle.applications)} applications, "
         f"{len(bundle.relations)} relations)"
     )
-    return 0
+    return EXIT_OK
+
+
+def _finish(model: object, summary: str) -> int:
+    from kaji.model.engine import Model
+    from kaji.model.status import format_status
+
+    assert isinstance(model, Model)
+    model.save()
+    print(format_status(model))
+    print(f"\n{summary}")
+    not_active = sorted(
+        name
+        for name, unit in model.world.units.items()
+        if unit.error or unit.status[0] != "active"
+    )
+    if not_active:
+        print(f"not active: {', '.join(not_active)}", file=sys.stderr)
+        return EXIT_NOT_ACTIVE
+    return EXIT_OK
+
+
+def _warn_stale_packed(args: argparse.Namespace) -> None:
+    """Say so when a packed charm the bundle names is older than its source."""
+    from kaji.model.bundle import find_charm_sources
+    from kaji.model.charms import newest_mtime
+
+    bundle = load_bundle(args.bundle, args.overlay, args.charms_dir)
+    root = Path(args.charms_dir) if args.charms_dir else bundle.path.resolve().parent.parent
+    sources = find_charm_sources(root if args.charms_dir else root / "charms")
+    for app in bundle.applications.values():
+        source = sources.get(app.charm.name)
+        if app.charm.packed and source and app.charm.source.stat().st_mtime < newest_mtime(source):
+            print(
+                f"warning: {app.charm.source} is older than {source}: the model runs the packed "
+                "charm (repack, or remove it to run the source)",
+                file=sys.stderr,
+            )
+
+
+def _command(args: argparse.Namespace) -> int:
+    from kaji.model.engine import Model, ModelError, NotConverging
+
+    if args.command == "deploy":
+        if args.replace and (args.model_dir / "model.json").exists():
+            stopped = Model.load(args.model_dir).destroy()
+            print(f"replaced the model in {args.model_dir} ({len(stopped)} service(s) stopped)")
+        model = Model.create(args.model_dir, processes=not args.no_processes, seed=args.seed)
+        try:
+            model.deploy(
+                args.bundle, args.overlay, args.charms_dir, settle=False, from_source=args.source
+            )
+        except BundleError as e:
+            model.destroy()
+            print(f"{args.bundle}: {len(e.problems)} problem(s):\n{e}", file=sys.stderr)
+            return EXIT_PROBLEM
+        if not args.source:
+            _warn_stale_packed(args)
+        model.save()
+        try:
+            stats = model.settle()
+        except NotConverging as e:
+            model.save()
+            print(str(e), file=sys.stderr)
+            return EXIT_PROBLEM
+        return _finish(model, f"deployed {args.bundle}: {stats.hooks} hooks, {stats.seconds:.1f}s")
+    if args.command == "destroy":
+        model = Model.load(args.model_dir)
+        stopped = model.destroy()
+        print(f"stopped {len(stopped)} service(s); removed {model.directory}")
+        return EXIT_OK
+    model = Model.load(args.model_dir, seed=args.seed)
+    if args.command == "status":
+        from kaji.model.status import format_status, format_status_json
+
+        print(format_status_json(model) if args.format == "json" else format_status(model))
+        return EXIT_OK
+    try:
+        if args.command == "add-unit":
+            added = model.add_unit(args.application, args.num_units, settle=False)
+            what = f"added {', '.join(added)}"
+        elif args.command == "remove-unit":
+            for name in args.units:
+                model.remove_unit(name, settle=False)
+            what = f"removed {', '.join(args.units)}"
+        elif args.command == "config":
+            if not args.settings:
+                app = model.world.apps.get(args.application)
+                if app is None:
+                    raise ModelError(f"no application {args.application}")
+                options = model.code(args.application).config.get("options") or {}
+                for key in sorted(options):
+                    value = app.config.get(key, options[key].get("default"))
+                    print(f"{key}={value}")
+                return EXIT_OK
+            values = {}
+            for setting in args.settings:
+                key, sep, value = setting.partition("=")
+                if not sep:
+                    raise ModelError(f"expected key=value, got {setting!r}")
+                values[key] = value
+            model.set_config(args.application, values, settle=False)
+            what = f"configured {args.application}"
+        elif args.command == "leader":
+            model.set_leader(args.unit, settle=False)
+            what = f"{args.unit} is the leader"
+        else:  # run
+            model.run_everywhere(args.hook, settle=False)
+            what = f"ran {args.hook} on every unit"
+        model.save()
+        stats = model.settle()
+    except NotConverging as e:
+        model.save()
+        print(str(e), file=sys.stderr)
+        return EXIT_PROBLEM
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_PROBLEM
+    return _finish(model, f"{what}: {stats.hooks} hooks, {stats.seconds:.1f}s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the offline-model command line; return the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m kaji.model",
+        description=(__doc__ or "").split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join((__doc__ or "").split("\n")[2:]),
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        if name != "check":
+            p.add_argument(
+                "--model-dir", type=Path, default=Path(".kaji-model"), help="default .kaji-model"
+            )
+            p.add_argument(
+                "--seed", type=int, default=None, help="shuffle hook delivery with this seed"
+            )
+        return p
+
+    check = add("check", "check a bundle against the charms' metadata")
+    deploy = add("deploy", "deploy a bundle into a new offline model and settle it")
+    for p in (check, deploy):
+        p.add_argument("bundle")
+        p.add_argument("--overlay", action="append", default=[], help="overlay file (repeat)")
+        p.add_argument("--charms-dir", default=None, help="charm sources (default: ../charms)")
+    deploy.add_argument(
+        "--source",
+        action="store_true",
+        help="run every charm from its source directory even when a packed charm exists",
+    )
+    deploy.add_argument(
+        "--replace", action="store_true", help="destroy a model already in --model-dir first"
+    )
+    deploy.add_argument(
+        "--no-processes",
+        action="store_true",
+        help="only record services, even those whose binaries are installed here",
+    )
+    p = add("add-unit", "add units to an application")
+    p.add_argument("application")
+    p.add_argument("-n", "--num-units", type=int, default=1)
+    p = add("remove-unit", "remove units")
+    p.add_argument("units", nargs="+")
+    p = add("config", "show or set an application's config")
+    p.add_argument("application")
+    p.add_argument("settings", nargs="*", metavar="key=value")
+    p = add("leader", "make a unit its application's leader")
+    p.add_argument("unit")
+    p = add("run", "run a hook on every unit (update-status, config-changed)")
+    p.add_argument("hook", choices=["update-status", "config-changed", "upgrade-charm"])
+    p = add("status", "show the model")
+    p.add_argument("--format", choices=["tabular", "json"], default="tabular")
+    add("destroy", "stop every process of the model and remove its directory")
+    args = parser.parse_args(argv)
+
+    import scenario.logger  # sets its own level on import: import first, then quieten
+
+    logging.getLogger(scenario.logger.logger.name).setLevel(logging.ERROR)
+    if args.command == "check":
+        return _check(args)
+    from kaji.model.engine import ModelError
+
+    try:
+        return _command(args)
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_PROBLEM
 
 
 if __name__ == "__main__":
