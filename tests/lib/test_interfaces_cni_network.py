@@ -52,17 +52,40 @@ def test_app_allocation_validation(allocations: dict[str, str], message: str) ->
         cni_network.read_network_app(bag)
 
 
-def test_allocate_subnets_keeps_existing_and_fills_lowest_free() -> None:
+def test_allocate_subnets_keeps_existing_and_gives_each_unit_its_numbered_subnet() -> None:
     existing = {"worker/1": "10.1.1.0/24", "worker/9": "10.1.0.0/24"}  # worker/9 departed
     units = ["worker/3", "worker/1", "worker/2"]
     result = cni_network.allocate_subnets("10.1.0.0/16", units, existing, 24)
     assert result == {
         "worker/1": "10.1.1.0/24",
-        "worker/2": "10.1.0.0/24",
-        "worker/3": "10.1.2.0/24",
+        "worker/2": "10.1.2.0/24",
+        "worker/3": "10.1.3.0/24",
     }
-    assert cni_network.allocate_subnets("10.1.0.0/16", reversed(units), existing, 24) == result
-    assert cni_network.allocate_subnets("10.1.0.0/16", units, result, 24) == result
+
+
+def test_allocate_subnets_falls_back_to_lowest_free_when_the_numbered_one_is_not_there() -> None:
+    # worker/2's own subnet is held by worker/5 (a leftover); worker/7 is beyond the 4 subnets.
+    existing = {"worker/5": "10.1.2.0/24"}
+    result = cni_network.allocate_subnets(
+        "10.1.0.0/22", ["worker/7", "worker/2", "worker/5"], existing, 24
+    )
+    assert result == {
+        "worker/2": "10.1.0.0/24",
+        "worker/5": "10.1.2.0/24",
+        "worker/7": "10.1.1.0/24",
+    }
+
+
+def test_allocate_subnets_result_does_not_depend_on_arrival_order() -> None:
+    units = [f"cni/{n}" for n in range(6)]
+    tables = set()
+    for order in ([0, 1, 2, 3, 4, 5], [5, 3, 1, 0, 4, 2], [2, 4, 0, 5, 1, 3]):
+        table: dict[str, str] = {}
+        for n in order:  # one unit seen per hook
+            seen = [*table, units[n]]
+            table = cni_network.allocate_subnets("10.1.0.0/16", seen, table, 24)
+        tables.add(tuple(sorted(table.items())))
+    assert len(tables) == 1
 
 
 def test_allocate_subnets_avoids_odd_sized_existing_and_runs_out() -> None:

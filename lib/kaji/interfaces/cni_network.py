@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from kaji.interfaces._base import (
     Fields,
@@ -144,7 +145,10 @@ def allocate_subnets(
     """Give every unit in `units` a pod subnet of `prefix_length` inside `cluster_cidr`.
 
     Existing allocations of units still present are kept unchanged; departed units' subnets
-    are freed; new units get the lowest free subnets in unit-name order.
+    are freed. A new unit ``app/N`` gets the N-th subnet of the cluster CIDR when that one is
+    free, so the table does not depend on the order units were seen in; only when it is taken
+    or out of range (unit numbers grow with churn) does it get the lowest free subnet, new
+    units taken in unit-name order.
 
     Raises:
         RelationDataError: bad input, overlapping existing allocations, or no room left.
@@ -153,18 +157,35 @@ def allocate_subnets(
     cluster = network(app.cluster_cidr)
     if not cluster.prefixlen <= prefix_length <= cluster.max_prefixlen:
         raise RelationDataError("prefix-length", f"/{prefix_length} does not fit in {cluster}")
-    wanted = sorted({check_unit_name("units", unit) for unit in units})
+    wanted = sorted({check_unit_name("units", unit) for unit in units}, key=_unit_order)
     result = {unit: app.allocations[unit] for unit in wanted if unit in app.allocations}
     used = [network(cidr) for cidr in result.values()]
-    same_size = {net for net in used if net.prefixlen == prefix_length}
+    taken = {net for net in used if net.prefixlen == prefix_length}
     other_sizes = [net for net in used if net.prefixlen != prefix_length]
-    candidates = cluster.subnets(new_prefix=prefix_length)
-    for unit in (u for u in wanted if u not in result):
-        for candidate in candidates:
-            if candidate in same_size or any(candidate.overlaps(net) for net in other_sizes):
-                continue
-            result[unit] = candidate.compressed
-            break
-        else:
+    count = 1 << (prefix_length - cluster.prefixlen)
+    size = 1 << (cluster.max_prefixlen - prefix_length)
+
+    def is_free(candidate: IPv4Network | IPv6Network) -> bool:
+        return candidate not in taken and not any(candidate.overlaps(n) for n in other_sizes)
+
+    new = [u for u in wanted if u not in result]
+    # First every unit that can have its own numbered subnet, then the rest, lowest free first.
+    for unit in new:
+        number = _unit_order(unit)[1]
+        if number < count:
+            preferred = ip_network((int(cluster.network_address) + number * size, prefix_length))
+            if is_free(preferred):
+                taken.add(preferred)
+                result[unit] = preferred.compressed
+    for unit in (u for u in new if u not in result):
+        chosen = next((c for c in cluster.subnets(new_prefix=prefix_length) if is_free(c)), None)
+        if chosen is None:
             raise RelationDataError("allocations", f"{cluster} has no free /{prefix_length} left")
+        taken.add(chosen)
+        result[unit] = chosen.compressed
     return dict(sorted(result.items()))
+
+
+def _unit_order(unit: str) -> tuple[str, int]:
+    app, _, number = unit.rpartition("/")
+    return app, int(number)

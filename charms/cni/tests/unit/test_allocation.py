@@ -56,10 +56,8 @@ def test_concurrent_joins_in_any_order_get_distinct_stable_subnets(
         for earlier in seen.values():  # nothing handed out before ever moves
             assert {u: got[u] for u in earlier} == earlier
         seen[unit] = got
-    # Whatever the arrival order, each unit got the lowest free subnet when it was seen.
-    final = allocations(out)
-    assert sorted(final.values()) == ["10.1.0.0/24", "10.1.1.0/24", "10.1.2.0/24", "10.1.3.0/24"]
-    assert [final[f"cni/{u}"] for u in order] == ["10.1.1.0/24", "10.1.2.0/24", "10.1.3.0/24"]
+    # Whatever the arrival order, each unit cni/N got the N-th subnet: the same final table.
+    assert allocations(out) == {f"cni/{u}": f"10.1.{u}.0/24" for u in range(4)}
 
 
 def test_units_joining_before_the_leader_runs_are_ordered_by_name(ctx: testing.Context) -> None:
@@ -132,7 +130,12 @@ def test_departed_unit_releases_its_subnet_for_the_next_one(ctx: testing.Context
         ctx.on.relation_joined(joined, remote_unit=3),
         testing.State(relations=[out.get_relation(1), joined], leader=True, networks=out.networks),
     )
-    assert allocations(out)["cni/3"] == "10.1.1.0/24"
+    # cni/3 takes its own numbered subnet; cni/1's stays free for whoever needs it.
+    assert allocations(out) == {
+        "cni/0": "10.1.0.0/24",
+        "cni/2": "10.1.2.0/24",
+        "cni/3": "10.1.3.0/24",
+    }
 
 
 def test_departure_seen_by_a_still_listed_unit_is_not_counted(ctx: testing.Context) -> None:
@@ -183,7 +186,9 @@ def test_exhaustion_blocks_only_the_unit_left_without_a_subnet(sandbox: object) 
 
 
 def test_exhausted_unit_gets_a_subnet_with_a_longer_node_prefix(sandbox: object) -> None:
-    # 10.1.0.0/23 holds cni/0's /24; cni/1 and cni/2 still fit as /25s.
+    # 10.1.0.0/23 holds cni/0's /24; cni/1 and cni/2 still fit as /25s. cni/2 gets its own
+    # numbered /25; cni/1's numbered one (10.1.0.128/25) is inside cni/0's, so it takes the
+    # lowest free one.
     config = {"cidr": "10.1.0.0/23", "node-prefix": 25}
     network = peers(
         {1: peer_bag("node-1", "192.168.1.11"), 2: peer_bag("node-2", "192.168.1.12")},
@@ -193,8 +198,8 @@ def test_exhausted_unit_gets_a_subnet_with_a_longer_node_prefix(sandbox: object)
     out = ctx.run(ctx.on.config_changed(), state(principal(), network, leader=True, config=config))
     assert allocations(out) == {
         "cni/0": "10.1.0.0/24",
-        "cni/1": "10.1.1.0/25",
-        "cni/2": "10.1.1.128/25",
+        "cni/1": "10.1.1.128/25",
+        "cni/2": "10.1.1.0/25",
     }
 
 
