@@ -253,8 +253,8 @@ def parse_options(config: Mapping[str, Any]) -> WorkerOptions:
     mode = text("proxy-mode").strip() or "iptables"
     if mode not in PROXY_MODES:
         raise OptionError("proxy-mode", f"{mode!r} is not one of {', '.join(PROXY_MODES)}")
-    mirror = text("kubernetes-release-url").strip() or kubernetes.DEFAULT_RELEASE_MIRROR
-    mirror = _check_url("kubernetes-release-url", mirror, ("http", "https"))
+    mirror = text("release-mirror").strip() or kubernetes.DEFAULT_RELEASE_MIRROR
+    mirror = _check_url("release-mirror", mirror, ("http", "https"))
     sha = text("kubernetes-node-sha256").strip().lower() or None
     if sha is not None and not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise OptionError("kubernetes-node-sha256", "must be 64 hex digits")

@@ -29,7 +29,7 @@ BAD = [
     ("proxy-extra-config", "clusterCIDR: 10.0.0.0/8", "proxy-extra-config"),
     ("loadbalancer-address", "http://lb.example:6443", "loadbalancer-address"),
     ("loadbalancer-address", "https://lb.example/path", "loadbalancer-address"),
-    ("kubernetes-release-url", "file:///tmp", "kubernetes-release-url"),
+    ("release-mirror", "file:///tmp", "release-mirror"),
     ("kubernetes-node-sha256", "abc", "kubernetes-node-sha256"),
 ]
 
