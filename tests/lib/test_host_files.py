@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,3 +260,6 @@ def test_host_from_environment_picks_the_sandbox_and_its_manager(tmp_path: Path)
     )
     assert isinstance(real.services.manager, ProcessManager)
     assert real.loopback_address == "127.0.1.7"
+    assert real.hostname == socket.gethostname()
+    named = host_from_environment({"KAJI_HOST_ROOT": str(tmp_path), "KAJI_HOST_HOSTNAME": "m-3"})
+    assert named.hostname == "m-3"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PEER = "cluster"
-HOSTNAME_ENV = "KAJI_HOST_HOSTNAME"
 
 
 class ControlPlaneCharm(ReconcilingCharm):
@@ -53,7 +51,7 @@ class ControlPlaneCharm(ReconcilingCharm):
         return self._host
 
     def _hostname(self) -> str:
-        return k8s.node_name(os.environ.get(HOSTNAME_ENV) or socket.gethostname())
+        return k8s.node_name(self.host.hostname)
 
     def _addresses(self) -> tuple[str | None, list[str]]:
         """The unit's primary address (kube-control binding) and every address it has."""

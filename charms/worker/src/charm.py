@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from typing import TYPE_CHECKING
 
 import ops
@@ -19,7 +17,6 @@ logger = logging.getLogger(__name__)
 
 KUBE_CONTROL = "kube-control"
 CNI = "cni"
-HOSTNAME_ENV = "KAJI_HOST_HOSTNAME"
 
 
 class WorkerCharm(ReconcilingCharm):
@@ -96,7 +93,9 @@ class WorkerCharm(ReconcilingCharm):
     # -- the picture -------------------------------------------------------------------------
 
     def _hostname(self) -> str:
-        return os.environ.get(HOSTNAME_ENV) or socket.gethostname()
+        from kaji.host import host_from_environment
+
+        return host_from_environment().hostname
 
     def _address(self) -> str | None:
         binding = self.model.get_binding(KUBE_CONTROL)

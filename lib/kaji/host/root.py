@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -108,11 +109,14 @@ class Host:
         *,
         apply_ownership: bool | None = None,
         loopback_address: str = "127.0.0.1",
+        hostname: str | None = None,
     ) -> None:
         self.root = Path(os.path.abspath(root))
         #: Where this machine's local-only listeners bind (a local API load balancer, say):
         #: 127.0.0.1 in production, a 127.0.1.N of its own for each sandboxed machine.
         self.loopback_address = loopback_address
+        #: The machine's hostname: the real one, or the one a sandboxed machine was given.
+        self.hostname = hostname or socket.gethostname()
         self.is_sandbox = self.root != Path("/")
         self.apply_ownership = not self.is_sandbox if apply_ownership is None else apply_ownership
         self.stats = HostStats()
@@ -241,6 +245,7 @@ class Host:
 ROOT_ENV = "KAJI_HOST_ROOT"
 PROCESSES_ENV = "KAJI_HOST_PROCESSES"
 LOOPBACK_ENV = "KAJI_HOST_LOOPBACK"
+HOSTNAME_ENV = "KAJI_HOST_HOSTNAME"
 
 
 def host_from_environment(environ: Mapping[str, str] | None = None) -> Host:
@@ -249,16 +254,18 @@ def host_from_environment(environ: Mapping[str, str] | None = None) -> Host:
     ``KAJI_HOST_ROOT`` sandboxes every path under that directory; with ``KAJI_HOST_PROCESSES=1``
     services really run as processes (state under ``<root>/var/lib/kaji/processes``),
     otherwise they are only recorded; ``KAJI_HOST_LOOPBACK`` is the machine's local-only
-    address. Without ``KAJI_HOST_ROOT`` this is the machine itself, with systemd.
+    address; ``KAJI_HOST_HOSTNAME`` its hostname. Without ``KAJI_HOST_ROOT`` this is the
+    machine itself, with systemd.
     """
     environ = os.environ if environ is None else environ
     root = environ.get(ROOT_ENV)
     loopback = environ.get(LOOPBACK_ENV, "127.0.0.1")
+    hostname = environ.get(HOSTNAME_ENV) or None
     if not root:
-        return Host("/", loopback_address=loopback)
+        return Host("/", loopback_address=loopback, hostname=hostname)
     services: ServiceManager | None = None
     if environ.get(PROCESSES_ENV) == "1":
         from kaji.host.processes import ProcessManager
 
         services = ProcessManager(Path(root) / "var/lib/kaji/processes")
-    return Host(root, services, loopback_address=loopback)
+    return Host(root, services, loopback_address=loopback, hostname=hostname)

@@ -35,7 +35,7 @@ def test_rendered_flags_exist_in_the_published_version(
 def test_invalid_hostname_blocks(
     ctx: testing.Context, machine: Host, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KAJI_HOST_HOSTNAME", "bad_host")
+    monkeypatch.setattr(machine, "hostname", "bad_host")
     state = ctx.run(ctx.on.install(), testing.State(relations=[kube_control()]))
     assert state.unit_status == testing.BlockedStatus(
         "hostname 'bad_host' is not a valid Kubernetes node name"
