@@ -8,12 +8,14 @@ does; the test plays the leader's and the units' parts in one process.
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 import pytest
 
 from kaji import certs, pki
-from kaji.host import CommandError, Host, ProcessManager
+from kaji.host import CommandError, Host, ProcessManager, ServiceChange
 from kaji.interfaces.etcd import expected_client_identity
 from kaji.interfaces.etcd_peers import expected_member_identity
 
@@ -181,6 +183,57 @@ def test_three_members_form_a_tls_cluster_through_learners(lab: Lab) -> None:
     assert record.state == "existing"
     assert "etcd-1=" in record.initial_cluster
     assert record.member_id == f"{next(m.id for m in members if m.name == 'etcd-3'):x}"
+
+
+def test_settled_members_keep_running_and_restart_on_canonical_settings(lab: Lab) -> None:
+    members = lab.cluster(3)
+    _put(members[0], "/settled", "yes")
+    pids = {m.name: m.host.services.pid(workload.SERVICE) for m in members}
+    cluster = {m.name: m.peer_urls[0] for m in members[0].member_list()}
+    assert cluster == {m.name: m.peer_url for m in members}
+    for member in members:
+        assert member.is_initialized()
+        settled = member.settle(cluster)
+        assert settled is not None
+        assert member.ensure_running(settled) is ServiceChange.UNCHANGED
+    # Rewriting the bootstrap settings restarted nothing; all three now render the same ones,
+    # whether they bootstrapped the cluster (etcd-1, "new") or joined it as the second or third.
+    assert {m.name: m.host.services.pid(workload.SERVICE) for m in members} == pids
+    rendered = {m.name: json.loads(m.host.read_text(workload.CONFIG_FILE)) for m in members}
+    bootstrap = {(c["initial-cluster"], c["initial-cluster-state"]) for c in rendered.values()}
+    assert len(bootstrap) == 1
+    assert rendered["etcd-1"]["initial-cluster-state"] == "existing"
+    # A real change restarts each member onto the canonical settings, which etcd accepts (it
+    # ignores them: its WAL exists); the cluster stays whole and keeps its data.
+    changed = workload.parse_config({**_options(lab.config), "heartbeat-interval": 60})
+    restarted = []
+    for member in members:
+        again = replace(member, config=changed)
+        record = again.join_record()
+        assert again.ensure_running(record) is ServiceChange.RESTARTED
+        restarted.append(again)
+        urls = [m.client_url for m in members]
+        assert again.wait_healthy(urls, timeout=30), f"{again.name} did not come back"
+    assert all(m.host.services.pid(workload.SERVICE) != pids[m.name] for m in restarted)
+    assert sorted(m.name for m in members[0].member_list()) == ["etcd-1", "etcd-2", "etcd-3"]
+    assert _get(restarted[2], "/settled", [restarted[2].client_url]) == "yes"
+
+
+def _options(config: Any) -> dict[str, object]:
+    """The charm options that produce ``config``."""
+    return {
+        "version": config.version,
+        "mirror-url": config.mirror_url,
+        "etcd-sha256": config.sha256,
+        "client-port": config.client_port,
+        "peer-port": config.peer_port,
+        "heartbeat-interval": config.heartbeat_interval,
+        "election-timeout": config.election_timeout,
+        "snapshot-count": config.snapshot_count,
+        "quota-backend-bytes": str(config.quota_backend_bytes),
+        "auto-compaction-mode": config.auto_compaction_mode,
+        "auto-compaction-retention": config.auto_compaction_retention,
+    }
 
 
 def test_every_acknowledged_write_survives_add_and_remove(lab: Lab) -> None:

@@ -221,6 +221,7 @@ class EtcdCharm(ReconcilingCharm):
         if self.unit.is_leader():
             self._lead(member, relation)  # membership as etcd now sees it
             self._serve_clients(member, relation)
+        self._settle(member, relation)
         self._status = self._status or self._cluster_status(member, relation)
         self._remember_reconciled()
 
@@ -461,6 +462,26 @@ class EtcdCharm(ReconcilingCharm):
                     relation.data[self.unit]["member-id"] = json.dumps(f"{own:x}")
             else:
                 self._status = ops.WaitingStatus("learner: catching up before promotion")
+
+    def _settle(self, member: workload.Member, relation: ops.Relation) -> None:
+        """Once this member has joined, render its initial-* settings canonically (no restart).
+
+        Joined: the cluster is ``existing``, the leader lists this member, the record belongs
+        to the current cluster and -- when etcd runs -- this unit is a voting member (its
+        ``member-id`` is published) whose WAL exists (checked by ``Member.settle``).
+        """
+        app = _read_app(relation.data[self.app])
+        record = member.join_record()
+        if app is None or record is None or record.token != app.cluster_token:
+            return
+        if app.cluster_state != "existing" or member.name not in app.members:
+            return
+        if member.binaries.live and not relation.data[self.unit].get("member-id"):
+            return
+        try:
+            member.settle(app.members)
+        except (HostError, OSError) as error:
+            logger.warning("cannot settle the etcd config: %s", error)
 
     def _member_client_urls(self, relation: ops.Relation) -> list[str]:
         """Where to reach the cluster: the members the leader published, and voting units.

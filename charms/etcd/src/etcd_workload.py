@@ -7,12 +7,17 @@ workload tests and the benchmark drive the same code. Machine paths::
     /etc/kaji/etcd/pki/ca.crt             the etcd CA certificate
     /etc/kaji/etcd/pki/member.{key,csr,crt}  this member's key, request and certificate
     /var/lib/kaji/etcd/data               the data directory (the unit's storage)
-    /var/lib/kaji/etcd/member.json        how and into which cluster the data directory was made
+    /var/lib/kaji/etcd/member.json        the join record: this member's initial-* settings
     /var/lib/kaji/etcd/retired/<when>     data directories set aside (never deleted)
     /var/lib/kaji/etcd/snapshots/         snapshots taken by the ``snapshot`` action
 
-A member's ``initial-cluster`` is fixed when its data directory is made (the *join record*),
-so later membership changes never touch a running member's config or restart it.
+A member's ``initial-*`` settings (the *join record*) are what it needs to make its data
+directory: they are fixed until etcd has made it. etcd reads them only then (a member whose
+data directory holds a WAL ignores them), so once the member has joined, :meth:`Member.settle`
+rewrites them to a canonical form -- ``initial-cluster`` = the cluster's members, sorted;
+``initial-cluster-state: existing`` -- whatever order the member joined in. Restarts follow a
+digest of the config *without* those keys (``KAJI_CONFIG_DIGEST`` in the service's
+environment), so rewriting them never restarts etcd while every other config change does.
 """
 
 from __future__ import annotations
@@ -44,6 +49,10 @@ JOIN_RECORD = f"{DATA_ROOT}/member.json"
 RETIRED_DIR = f"{DATA_ROOT}/retired"
 SNAPSHOT_DIR = f"{DATA_ROOT}/snapshots"
 DEFAULT_MIRROR = "https://github.com/etcd-io/etcd/releases/download"
+#: Config keys etcd reads only to make a new data directory (ignored once it holds a WAL).
+BOOTSTRAP_KEYS = ("initial-cluster", "initial-cluster-state", "initial-cluster-token")
+#: The service environment variable holding the digest of the config minus BOOTSTRAP_KEYS.
+CONFIG_DIGEST_ENV = "KAJI_CONFIG_DIGEST"
 
 _VERSION = re.compile(r"\d+\.\d+\.\d+")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGTkmgt]?)(i?)[Bb]?")
@@ -412,6 +421,40 @@ class Member:
         """Whether the data directory holds a member's data."""
         return self.host.exists(f"{DATA_DIR}/member")
 
+    def is_initialized(self) -> bool:
+        """Whether etcd has made this member's WAL; from then on it ignores ``initial-*``.
+
+        The same test etcd makes (``member/wal`` holds a ``.wal`` file) before it decides
+        whether to read the bootstrap settings.
+        """
+        try:
+            names = os.listdir(self.host.path(f"{DATA_DIR}/member/wal"))
+        except OSError:
+            return False
+        return any(name.endswith(".wal") for name in names)
+
+    def settle(self, members: Mapping[str, str]) -> JoinRecord | None:
+        """Rewrite the join record and config to the canonical form; never restarts etcd.
+
+        Canonical: ``initial-cluster`` = ``members`` (name -> peer URL, the cluster's members
+        now) sorted, state ``existing``, the record's token and member ID. Only once the member
+        has joined: its WAL exists (live), or its recorded service was started (etcd only
+        recorded), and ``members`` names it. Returns the record now in force, or None when the
+        member has not joined yet (nothing is written then).
+        """
+        record = self.join_record()
+        if record is None or self.name not in members:
+            return None
+        joined = self.is_initialized() if self.binaries.live else self.is_running()
+        if not joined:
+            return None
+        settled = replace(record, initial_cluster=initial_cluster(members), state="existing")
+        if settled != record:
+            self.write_join_record(settled)
+        if self.host.exists(CONFIG_FILE):
+            self.host.write_file(CONFIG_FILE, self.render_config(settled), mode=0o600)
+        return settled
+
     def retire_data(self, reason: str) -> str | None:
         """Stop etcd and set the data directory aside (kept, never deleted); forget the record.
 
@@ -431,31 +474,33 @@ class Member:
         os.rename(self.host.path(DATA_DIR), self.host.path(target))
         return target
 
-    def render_config(self, record: JoinRecord) -> str:
-        """The config file of this member's etcd (deterministic JSON)."""
+    def runtime_settings(self, *, machine_paths: bool = False) -> dict[str, object]:
+        """Every etcd setting except the bootstrap-only ``initial-cluster*`` keys.
+
+        Paths are real paths (what etcd is given), or machine paths with ``machine_paths``
+        (the same on every sandbox root: what the restart digest is computed from).
+        """
         c = self.config
+        where = (lambda p: p) if machine_paths else self.path
         extra = (f"https://{_url_host(a)}:{c.client_port}" for a in self.extra_listen)
         listen_clients = sorted({self.client_url, *extra})
 
         def tls() -> dict[str, object]:
             return {
-                "cert-file": self.path(f"{PKI_DIR}/{MEMBER_KEY_NAME}.crt"),
-                "key-file": self.path(f"{PKI_DIR}/{MEMBER_KEY_NAME}.key"),
-                "trusted-ca-file": self.path(CA_FILE),
+                "cert-file": where(f"{PKI_DIR}/{MEMBER_KEY_NAME}.crt"),
+                "key-file": where(f"{PKI_DIR}/{MEMBER_KEY_NAME}.key"),
+                "trusted-ca-file": where(CA_FILE),
                 "client-cert-auth": True,
                 "auto-tls": False,
             }
 
-        settings: dict[str, object] = {
+        return {
             "name": self.name,
-            "data-dir": self.path(DATA_DIR),
+            "data-dir": where(DATA_DIR),
             "listen-client-urls": ",".join(listen_clients),
             "advertise-client-urls": self.client_url,
             "listen-peer-urls": self.peer_url,
             "initial-advertise-peer-urls": self.peer_url,
-            "initial-cluster": record.initial_cluster,
-            "initial-cluster-state": record.state,
-            "initial-cluster-token": record.token,
             "heartbeat-interval": c.heartbeat_interval,
             "election-timeout": c.election_timeout,
             "snapshot-count": c.snapshot_count,
@@ -468,11 +513,29 @@ class Member:
             "logger": "zap",
             "log-outputs": ["stderr"],
         }
+
+    def render_config(self, record: JoinRecord) -> str:
+        """The config file of this member's etcd (deterministic JSON)."""
+        bootstrap = (record.initial_cluster, record.state, record.token)
+        settings = {**self.runtime_settings(), **dict(zip(BOOTSTRAP_KEYS, bootstrap, strict=True))}
         return json.dumps(settings, indent=1, sort_keys=True) + "\n"
 
+    def config_digest(self) -> str:
+        """SHA-256 of the config without the bootstrap keys: a change means etcd must restart."""
+        import hashlib
+
+        text = json.dumps(self.runtime_settings(machine_paths=True), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def service_spec(self) -> ServiceSpec:
-        """The etcd service: the config file and certificates are watched."""
-        environment = {} if _arch() == "amd64" else {"ETCD_UNSUPPORTED_ARCH": _arch()}
+        """The etcd service; restarts follow the config digest and the certificates.
+
+        The config file itself is not watched: a change of only its bootstrap keys (which etcd
+        ignores once initialised) must not restart etcd; every other change alters the digest.
+        """
+        environment = {CONFIG_DIGEST_ENV: self.config_digest()}
+        if _arch() != "amd64":
+            environment["ETCD_UNSUPPORTED_ARCH"] = _arch()
         return ServiceSpec(
             SERVICE,
             [self.binaries.etcd, f"--config-file={self.path(CONFIG_FILE)}"],
@@ -484,7 +547,6 @@ class Member:
             type="notify" if not self.host.is_sandbox else "simple",
             limit_nofile=65536,
             watched_files=[
-                self.path(CONFIG_FILE),
                 self.path(CA_FILE),
                 self.path(f"{PKI_DIR}/{MEMBER_KEY_NAME}.crt"),
             ],
@@ -646,9 +708,7 @@ class Member:
         cluster = dict(members)
         cluster[self.name] = self.peer_url
         record = self.join_record() or JoinRecord(
-            token=token,
-            initial_cluster=",".join(f"{n}={u}" for n, u in sorted(cluster.items())),
-            state="existing",
+            token=token, initial_cluster=initial_cluster(cluster), state="existing"
         )
         self.write_join_record(record)
         self.ensure_running(record)
@@ -814,6 +874,11 @@ def grow(existing: Member, new: Member, token: str, wait: float = 60) -> list[Me
     return existing.member_list([*endpoints, new.client_url])
 
 
+def initial_cluster(members: Mapping[str, str]) -> str:
+    """``--initial-cluster`` for ``members`` (name -> peer URL): ``name=url`` pairs, sorted."""
+    return ",".join(f"{name}={url}" for name, url in sorted(members.items()))
+
+
 def _url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
@@ -846,6 +911,8 @@ def with_member_id(record: JoinRecord, member_id: str) -> JoinRecord:
 
 
 __all__ = [
+    "BOOTSTRAP_KEYS",
+    "CONFIG_DIGEST_ENV",
     "ConfigError",
     "EtcdConfig",
     "EtcdError",
@@ -855,6 +922,7 @@ __all__ = [
     "SnapshotInfo",
     "ensure_binaries",
     "grow",
+    "initial_cluster",
     "parse_config",
     "parse_size",
     "removal_blocker",

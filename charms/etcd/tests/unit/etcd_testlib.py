@@ -196,6 +196,8 @@ class FakeEtcd:
                     )
             if not fake.members and record.state == "new":
                 fake.add(self.name, self.address)
+            if any(self.peer_url in m.peer_urls for m in fake.members.values()):
+                make_wal(self)  # a started member has made its data directory
             return change
 
         monkeypatch.setattr(workload, "ensure_binaries", ensure_binaries)
@@ -210,6 +212,13 @@ class FakeEtcd:
             "ensure_running": ensure_running,
         }.items():
             monkeypatch.setattr(workload.Member, name, fn)
+
+
+def make_wal(member: workload.Member) -> None:
+    """What etcd does when it first starts: a WAL in ``<data-dir>/member/wal``."""
+    wal = member.host.path(f"{workload.DATA_DIR}/member/wal")
+    wal.mkdir(parents=True, exist_ok=True)
+    (wal / "0000000000000000-0000000000000000.wal").touch()
 
 
 DEFAULT_CONFIG: dict[str, str | int] = {

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import etcd_workload as workload
+import pytest
 from etcd_testlib import ADDRESS, ca_secret, decoded, peer_app
 from ops import testing
 
@@ -18,8 +19,16 @@ def _leader_state() -> testing.State:
 
 
 def test_first_leader_creates_ca_signs_itself_and_bootstraps(
-    ctx: testing.Context, sandbox: Path
+    ctx: testing.Context, sandbox: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    started_with: list[tuple[str, str]] = []
+    real_ensure_running = workload.Member.ensure_running
+
+    def ensure_running(self: workload.Member, record: workload.JoinRecord):
+        started_with.append((record.state, record.initial_cluster))
+        return real_ensure_running(self, record)
+
+    monkeypatch.setattr(workload.Member, "ensure_running", ensure_running)
     state = ctx.run(ctx.on.install(), _leader_state())
 
     secret = next(s for s in state.secrets if s.label == CA_SECRET_LABEL)
@@ -33,8 +42,11 @@ def test_first_leader_creates_ca_signs_itself_and_bootstraps(
     pki.verify_chain(cert, app["ca-cert"], pki.Profile.PEER)
     assert pki.read_certificate(cert).identity.common_name == "etcd/0"
 
+    # etcd first starts as a new one-member cluster; once started (the recorded stand-in for
+    # "its data directory exists") the bootstrap settings are rendered canonically.
+    assert started_with == [("new", f"etcd-0=https://{ADDRESS}:2380")]
     config = json.loads((sandbox / "etc/kaji/etcd/etcd.conf.yml").read_text())
-    assert config["initial-cluster-state"] == "new"
+    assert config["initial-cluster-state"] == "existing"
     assert config["initial-cluster"] == f"etcd-0=https://{ADDRESS}:2380"
     assert config["listen-client-urls"] == f"https://{ADDRESS}:2379"
     for side in ("client-transport-security", "peer-transport-security"):
@@ -100,6 +112,8 @@ def test_without_peer_relation_waits(ctx: testing.Context) -> None:
 
 def test_config_change_restarts_with_new_settings(ctx: testing.Context, sandbox: Path) -> None:
     state = ctx.run(ctx.on.install(), _leader_state())
+    service = json.loads((sandbox / "var/lib/kaji/services/etcd.json").read_text())
+    first_digest = service["spec"]["environment"][workload.CONFIG_DIGEST_ENV]
     state = ctx.run(
         ctx.on.config_changed(),
         testing.State(
@@ -113,8 +127,8 @@ def test_config_change_restarts_with_new_settings(ctx: testing.Context, sandbox:
     assert (config["heartbeat-interval"], config["election-timeout"]) == (200, 2000)
     record = json.loads((sandbox / "var/lib/kaji/services/etcd.json").read_text())
     assert record["restarts"] == 1
-    assert config["initial-cluster-state"] == "new"  # fixed when the data dir was made
-    assert workload.JOIN_RECORD.endswith("member.json")
+    assert record["spec"]["environment"][workload.CONFIG_DIGEST_ENV] != first_digest
+    assert config["initial-cluster-state"] == "existing"  # settled: the member has started
 
 
 def test_new_leader_keeps_the_cluster_it_inherits(
