@@ -76,7 +76,7 @@ class Lab:
         self.config = workload.parse_config(
             {
                 "version": "3.5.17",
-                "mirror-url": workload.DEFAULT_MIRROR,
+                "release-mirror": workload.DEFAULT_MIRROR,
                 "etcd-sha256": "",
                 "client-port": client,
                 "peer-port": peer,
@@ -223,7 +223,7 @@ def _options(config: Any) -> dict[str, object]:
     """The charm options that produce ``config``."""
     return {
         "version": config.version,
-        "mirror-url": config.mirror_url,
+        "release-mirror": config.mirror_url,
         "etcd-sha256": config.sha256,
         "client-port": config.client_port,
         "peer-port": config.peer_port,

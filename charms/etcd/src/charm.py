@@ -13,10 +13,8 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
-import socket
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -41,7 +39,6 @@ logger = logging.getLogger(__name__)
 PEER = "cluster"
 DB = "db"
 CA_SECRET_LABEL = "etcd-ca"  # noqa: S105 - a label, not a secret
-HOSTNAME_ENV = "KAJI_HOST_HOSTNAME"
 DEPARTED_MARKER = f"{workload.DATA_ROOT}/departed"
 RECONCILED_FILE = f"{workload.DATA_ROOT}/reconciled.json"
 #: A full reconcile runs at least this often even when nothing changed (certificate renewal).
@@ -81,9 +78,8 @@ def unit_of_member(member_name: str) -> str:
     return f"{app}/{number}"
 
 
-def node_hostname() -> str:
-    """This machine's hostname as a DNS-1123 name (env KAJI_HOST_HOSTNAME in a sandbox)."""
-    raw = os.environ.get(HOSTNAME_ENV) or socket.gethostname()
+def dns_hostname(raw: str) -> str:
+    """A machine's hostname as a DNS-1123 name."""
     name = re.sub(r"[^a-z0-9.-]", "-", raw.strip().lower()).strip("-.")
     return name or "localhost"
 
@@ -229,7 +225,7 @@ class EtcdCharm(ReconcilingCharm):
         from kaji import certs
         from kaji.interfaces.etcd_peers import EtcdPeerUnit, expected_member_identity
 
-        hostname = node_hostname()
+        hostname = dns_hostname(self.host.hostname)
         identity = expected_member_identity(self.unit.name, hostname, [member.address])
         request = certs.ensure_key_and_csr(
             self.host, workload.PKI_DIR, workload.MEMBER_KEY_NAME, identity
@@ -680,7 +676,7 @@ class EtcdCharm(ReconcilingCharm):
             "config": dict(self.config),
             "leader": self.unit.is_leader(),
             "address": self._address(),
-            "hostname": node_hostname(),
+            "hostname": dns_hostname(self.host.hostname),
         }
         for endpoint in (PEER, DB):
             for relation in self.model.relations.get(endpoint, []):

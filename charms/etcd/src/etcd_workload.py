@@ -162,9 +162,9 @@ def parse_config(options: Mapping[str, object]) -> EtcdConfig:
     if not match or (mode == "revision" and match.group(2)):
         expected = "a revision count" if mode == "revision" else "a duration like 1h or 30m"
         raise ConfigError("auto-compaction-retention", f"must be {expected}, got {retention!r}")
-    mirror = _str_option(options, "mirror-url").rstrip("/")
+    mirror = _str_option(options, "release-mirror").rstrip("/")
     if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", mirror):
-        raise ConfigError("mirror-url", f"must be an http(s) URL, got {mirror!r}")
+        raise ConfigError("release-mirror", f"must be an http(s) URL, got {mirror!r}")
     sha256 = _str_option(options, "etcd-sha256").lower()
     if sha256 and not _SHA256.fullmatch(sha256):
         raise ConfigError("etcd-sha256", "must be empty or 64 hex digits")

@@ -223,7 +223,7 @@ def make_wal(member: workload.Member) -> None:
 
 DEFAULT_CONFIG: dict[str, str | int] = {
     "version": "3.5.17",
-    "mirror-url": "https://github.com/etcd-io/etcd/releases/download",
+    "release-mirror": "https://github.com/etcd-io/etcd/releases/download",
     "etcd-sha256": "",
     "client-port": 2379,
     "peer-port": 2380,

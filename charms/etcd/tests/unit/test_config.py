@@ -27,7 +27,7 @@ INVALID = [
         "a revision count",
     ),
     ({"version": "latest"}, "version", "must look like 3.5.17"),
-    ({"mirror-url": "ftp://mirror"}, "mirror-url", "http(s) URL"),
+    ({"release-mirror": "ftp://mirror"}, "release-mirror", "http(s) URL"),
     ({"etcd-sha256": "abc"}, "etcd-sha256", "64 hex digits"),
 ]
 
