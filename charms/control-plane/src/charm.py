@@ -5,28 +5,40 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-import control_plane as cp
 import ops
 
-from kaji import kubernetes as k8s
 from kaji.host import host_from_environment
 from kaji.interfaces import RelationDataError, update_databag
-from kaji.interfaces import cni as cni_if
-from kaji.interfaces import control_plane_peers as peers
-from kaji.interfaces import etcd as etcd_if
-from kaji.interfaces import kube_control as kc
-from kaji.operator import ReconcilingCharm, app_secret_content
+from kaji.operator import ReconcileRecord, ReconcilingCharm, app_secret_content, lazy_import
 
 if TYPE_CHECKING:
+    import control_plane as cp
+
+    from kaji import kubernetes as k8s
     from kaji.certs import KeyAndRequest
     from kaji.host import Host
+    from kaji.interfaces import cni as cni_if
+    from kaji.interfaces import control_plane_peers as peers
+    from kaji.interfaces import etcd as etcd_if
+    from kaji.interfaces import kube_control as kc
+else:  # a settled unit's update-status needs none of these (see docs/performance.md)
+    cp = lazy_import("control_plane")
+    k8s = lazy_import("kaji.kubernetes")
+    cni_if = lazy_import("kaji.interfaces.cni")
+    peers = lazy_import("kaji.interfaces.control_plane_peers")
+    etcd_if = lazy_import("kaji.interfaces.etcd")
+    kc = lazy_import("kaji.interfaces.kube_control")
 
 logger = logging.getLogger(__name__)
 
 PEER = "cluster"
+#: The reconcile record (kaji.operator), in control_plane.STATE_DIR.
+RECONCILED_FILE = "/var/lib/kaji/control-plane/reconciled.json"
+#: A full reconcile runs at least this often even when nothing changed.
+FULL_RECONCILE_INTERVAL = 6 * 3600
 
 
 class ControlPlaneCharm(ReconcilingCharm):
@@ -40,6 +52,8 @@ class ControlPlaneCharm(ReconcilingCharm):
         self._status: ops.StatusBase | None = None
         self._ca_content: dict[str, str] = {}
         self._fp_content: dict[str, str] = {}
+        self._reached_machine = False
+        self.remember_reconciles(self.host, RECONCILED_FILE, max_age=FULL_RECONCILE_INTERVAL)
 
     # ------------------------------------------------------------------------- facts
 
@@ -79,7 +93,54 @@ class ControlPlaneCharm(ReconcilingCharm):
 
     def reconcile(self) -> None:
         """Validate everything, then make the machine and the relations match."""
+        self._reached_machine = False
         self._status = self._reconcile()
+        if not self._reached_machine:
+            return  # validation stopped it: nothing on the machine changes, not even the record
+        renew_at = _earliest_renewal(self._certificates_in_care())
+        self.record_reconciled(
+            self._status, recheck_after=renew_at, facts={"services": list(cp.SERVICES)}
+        )
+
+    # ------------------------------------------------------------------------- update-status
+
+    def reconcile_inputs(self) -> dict[str, Any]:
+        """Besides config, leadership and relation data, a reconcile reads addresses, hostname."""
+        address, addresses = self._addresses()
+        return {"address": address, "addresses": addresses, "hostname": self.host.hostname}
+
+    def still_healthy(self, record: ReconcileRecord) -> bool:
+        """Every service still runs (certificate renewal: the record's ``recheck_after``).
+
+        The service names come from the record, so this path never loads ``control_plane``.
+        """
+        services = record.facts.get("services")
+        if not isinstance(services, list) or not services:
+            return False
+        return all(self.host.services.is_running(str(name)) for name in services)
+
+    def _certificates_in_care(self) -> list[str]:
+        """The certificates a reconcile renews: this unit's, and (leader) those it signed."""
+        pems = [
+            self.host.read_text(f"{cp.PKI_DIR}/{purpose}.crt") or "" for purpose in peers.PURPOSES
+        ]
+        pems.append(self.host.read_text(f"{cp.ETCD_PKI_DIR}/client.crt") or "")
+        if not self.unit.is_leader():
+            return [p for p in pems if p]
+        relation = self.model.get_relation(PEER)
+        try:
+            app = peers.read_peer_app(relation.data[self.app]) if relation else None
+        except RelationDataError:
+            app = None
+        for by_purpose in app.certificates.values() if app else ():
+            pems += by_purpose.values()
+        for relation in self.model.relations.get("kube-control", []):
+            try:
+                provider = kc.read_provider_app(relation.data[self.app])
+            except RelationDataError:
+                provider = None
+            pems += provider.certificates.values() if provider else ()
+        return [p for p in pems if p]
 
     def assess_status(self) -> ops.StatusBase:
         """The status the last reconcile reached (reconciling first if none ran this hook)."""
@@ -105,6 +166,7 @@ class ControlPlaneCharm(ReconcilingCharm):
         except ValueError as exc:
             return ops.BlockedStatus(f"hostname is not a valid node name: {exc}")
         host = self.host
+        self._reached_machine = True
 
         # 2. Binaries.
         try:
@@ -425,6 +487,26 @@ class ControlPlaneCharm(ReconcilingCharm):
             event.fail("no control-plane service is set up on this unit yet")
             return
         event.set_results({"restarted": ",".join(restarted)})
+
+
+def _earliest_renewal(pems: Iterable[str]) -> int | None:
+    """When (epoch seconds) the first of these certificates is due for renewal, or None.
+
+    Due means under a third of its lifetime left (``kaji.pki.renewal_due``); an unreadable
+    certificate is due now.
+    """
+    from kaji import pki
+
+    due: list[float] = []
+    for pem in pems:
+        try:
+            info = pki.read_certificate(pem)
+        except pki.PKIError:
+            due.append(0)  # due now (and stable: the record is not rewritten every hook)
+            continue
+        lifetime = info.not_after - info.not_before
+        due.append((info.not_after - lifetime / 3).timestamp())
+    return int(min(due)) if due else None
 
 
 if __name__ == "__main__":  # pragma: nocover

@@ -10,39 +10,44 @@ would lose quorum. The workload itself lives in ``etcd_workload``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import re
 import secrets
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import etcd_workload as workload
 import ops
 
 from kaji.host import HostError
 from kaji.interfaces import RelationDataError, juju_addresses, update_databag
-from kaji.interfaces.etcd_peers import member_name_for
-from kaji.operator import ReconcilingCharm, app_secret_content
+from kaji.operator import ReconcileRecord, ReconcilingCharm, app_secret_content, lazy_import
 
 if TYPE_CHECKING:
+    import etcd_workload as workload
+
     from kaji import pki
     from kaji.certs import KeyAndRequest
     from kaji.host import Host
+    from kaji.interfaces import etcd_peers
     from kaji.interfaces.etcd_peers import EtcdPeerApp, EtcdPeerUnit
+else:  # a settled, recorded-only unit's update-status needs neither (docs/performance.md)
+    workload = lazy_import("etcd_workload")
+    etcd_peers = lazy_import("kaji.interfaces.etcd_peers")
 
 logger = logging.getLogger(__name__)
 
 PEER = "cluster"
 DB = "db"
 CA_SECRET_LABEL = "etcd-ca"  # noqa: S105 - a label, not a secret
-DEPARTED_MARKER = f"{workload.DATA_ROOT}/departed"
-RECONCILED_FILE = f"{workload.DATA_ROOT}/reconciled.json"
+#: In etcd_workload.DATA_ROOT (spelled out: the module loads lazily).
+DEPARTED_MARKER = "/var/lib/kaji/etcd/departed"
+RECONCILED_FILE = "/var/lib/kaji/etcd/reconciled.json"
 #: A full reconcile runs at least this often even when nothing changed (certificate renewal).
 FULL_RECONCILE_INTERVAL = 6 * 3600
+#: ``juju status`` names the member certificate's expiry when it is closer than this.
+EXPIRY_WARNING_DAYS = 30
 RECORDED_NOTE = "etcd not running on this machine: recorded only"
 #: How long a new learner waits (in its own hook) to catch up and promote itself.
 PROMOTE_WAIT = 30.0
@@ -89,7 +94,6 @@ class EtcdCharm(ReconcilingCharm):
 
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
-        framework.observe(self.on.update_status, self._on_update_status)
         framework.observe(self.on[PEER].relation_departed, self._on_peer_departed)
         framework.observe(self.on.stop, self._on_stop)
         framework.observe(self.on.snapshot_action, self._on_snapshot_action)
@@ -102,17 +106,14 @@ class EtcdCharm(ReconcilingCharm):
         self._host: Host | None = None
         self._view: ClusterView | None = None
         self._signed: tuple[dict[str, EtcdPeerUnit], dict[str, str]] | None = None
+        self.remember_reconciles(self.host, RECONCILED_FILE, max_age=FULL_RECONCILE_INTERVAL)
 
     # -- events ------------------------------------------------------------------------------
 
     def reconcile_events(self) -> list[ops.BoundEvent]:
-        """Every base event except update-status and peer departed, which have own handlers."""
-        own = {"update_status", f"{PEER}_relation_departed"}
+        """Every base event except peer departed, which has its own handler."""
+        own = {f"{PEER}_relation_departed"}
         return [e for e in super().reconcile_events() if e.event_kind not in own]
-
-    def _on_update_status(self, _: ops.EventBase) -> None:
-        if not self._unchanged_since_last_reconcile():
-            self.reconcile()
 
     def _on_peer_departed(self, event: ops.RelationDepartedEvent) -> None:
         if event.departing_unit == self.unit:
@@ -169,7 +170,7 @@ class EtcdCharm(ReconcilingCharm):
         binaries = workload.ensure_binaries(self.host, config, self._resource())
         extra = ("127.0.0.1",) if not self.host.is_sandbox and address != "127.0.0.1" else ()
         return workload.Member(
-            self.host, config, binaries, member_name_for(self.unit.name), address, extra
+            self.host, config, binaries, etcd_peers.member_name_for(self.unit.name), address, extra
         )
 
     def _peer_unit_names(self) -> set[str]:
@@ -218,8 +219,12 @@ class EtcdCharm(ReconcilingCharm):
             self._lead(member, relation)  # membership as etcd now sees it
             self._serve_clients(member, relation)
         self._settle(member, relation)
+        expiry = _member_cert_expiry(self.host)
+        if expiry is not None:
+            self._notes.append(expiry)
         self._status = self._status or self._cluster_status(member, relation)
-        self._remember_reconciled()
+        live = member.binaries.live
+        self.record_reconciled(self._status, facts={"service": workload.SERVICE, "live": live})
 
     def _publish_unit(self, member: workload.Member, relation: ops.Relation) -> KeyAndRequest:
         from kaji import certs
@@ -335,7 +340,7 @@ class EtcdCharm(ReconcilingCharm):
         if not current or not current.members:
             return {member.name: member.peer_url}, "new", {}
         old_ids = _member_ids(relation)
-        present = {member_name_for(u) for u in self._peer_unit_names()}
+        present = {etcd_peers.member_name_for(u) for u in self._peer_unit_names()}
         if not member.binaries.live:
             members = {n: u for n, u in current.members.items() if n in present}
             for unit, data in peers.items():
@@ -668,79 +673,41 @@ class EtcdCharm(ReconcilingCharm):
         assert self._status is not None
         return self._status
 
-    # -- cheap update-status ---------------------------------------------------------------
+    # -- cheap update-status (kaji.operator's record) -------------------------------------------
 
-    def _inputs_digest(self) -> str:
-        """Everything a reconcile reads: config, leadership, relation data, address."""
-        data: dict[str, Any] = {
-            "config": dict(self.config),
-            "leader": self.unit.is_leader(),
-            "address": self._address(),
-            "hostname": dns_hostname(self.host.hostname),
-        }
-        for endpoint in (PEER, DB):
-            for relation in self.model.relations.get(endpoint, []):
-                bags = {}
-                if endpoint == PEER or self.unit.is_leader():
-                    bags["app"] = dict(relation.data[self.app])
-                for unit in (self.unit, *relation.units):
-                    bags[unit.name] = dict(relation.data[unit])
-                if relation.app is not None and relation.app != self.app:
-                    bags["remote-app"] = dict(relation.data[relation.app])
-                data[f"{endpoint}:{relation.id}"] = bags
-        text = json.dumps(data, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
+    def reconcile_inputs(self) -> dict[str, Any]:
+        """Besides config, leadership and relation data, a reconcile reads address and hostname."""
+        return {"address": self._address(), "hostname": dns_hostname(self.host.hostname)}
 
-    def _remember_reconciled(self) -> None:
-        previous, digest, now = self._reconciled_record(), self._inputs_digest(), int(time.time())
-        stamp = previous.get("at", 0) if previous.get("digest") == digest else 0
-        if not isinstance(stamp, int) or now - stamp > FULL_RECONCILE_INTERVAL:
-            stamp = now  # a full reconcile that the interval asked for: the clock restarts
-        record = {"digest": digest, "at": stamp}
-        self.host.ensure_directory(workload.DATA_ROOT, 0o700)
-        self.host.write_file(RECONCILED_FILE, json.dumps(record, sort_keys=True), mode=0o600)
+    def still_healthy(self, record: ReconcileRecord) -> bool:
+        """This member still runs as the last reconcile left it (live: cluster settled).
 
-    def _reconciled_record(self) -> dict[str, Any]:
-        text = self.host.read_text(RECONCILED_FILE)
-        try:
-            record = json.loads(text) if text else {}
-        except ValueError:
-            return {}
-        return record if isinstance(record, dict) else {}
-
-    def _unchanged_since_last_reconcile(self) -> bool:
-        """True (and status set) when update-status has nothing to do but report."""
-        record = self._reconciled_record()
-        if record.get("digest") != self._inputs_digest():
+        Recorded only (a sandbox without etcd), the inputs digest covers everything the status
+        says, so this needs neither etcd nor the workload module.
+        """
+        service = record.facts.get("service")
+        if not isinstance(service, str) or self.host.exists(DEPARTED_MARKER):
             return False
-        if time.time() - float(record.get("at", 0)) > FULL_RECONCILE_INTERVAL:
-            return False
-        if self.host.exists(DEPARTED_MARKER) or not self.host.services.is_running(
-            workload.SERVICE
-        ):
+        if not self.host.services.is_running(service):
             return False
         relation = self.model.get_relation(PEER)
         if relation is None:
             return False
-        try:
-            member = self._member()
-        except Exception:  # anything odd: leave it to the full reconcile
-            return False
-        if not member.binaries.live:
-            raw = relation.data[self.app].get("members")
-            members = json.loads(raw) if raw else {}
-            self._status = ops.ActiveStatus(f"{members_text(len(members))} ({RECORDED_NOTE})")
+        if record.facts.get("live") is False:
             return True
+        member = self._member()
+        if not member.binaries.live:
+            return False  # it was live at the last reconcile: look again in full
         status = self._cluster_status(member, relation)
         view = self._cluster_view(member, relation)
         expected = set(json.loads(relation.data[self.app].get("members", "{}")))
         settled = not any(m.is_learner or not m.started for m in view.members)
-        if not isinstance(status, ops.ActiveStatus) or not settled:
-            return False
-        if {m.name for m in view.members} != expected:
-            return False
-        self._status = status
-        return True
+        return (
+            isinstance(status, ops.ActiveStatus)
+            and settled
+            and {m.name for m in view.members} == expected
+            and (status.name, status.message) == record.status
+        )
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -916,6 +883,25 @@ class _NotReadyError(Exception):
     def __init__(self, status: ops.StatusBase) -> None:
         super().__init__(status.message)
         self.status = status
+
+
+def _member_cert_expiry(host: Host) -> str | None:
+    """``member certificate expires in N days`` when under EXPIRY_WARNING_DAYS, else None."""
+    from datetime import datetime, timezone
+
+    from kaji import pki
+
+    cert = host.read_text(f"{workload.PKI_DIR}/{workload.MEMBER_KEY_NAME}.crt")
+    if not cert:
+        return None
+    try:
+        info = pki.read_certificate(cert)
+    except pki.PKIError:
+        return None
+    left = info.not_after - datetime.now(timezone.utc)
+    if left.days >= EXPIRY_WARNING_DAYS:
+        return None
+    return f"member certificate expires in {max(left.days, 0)} days"
 
 
 def _etcd_on_path() -> bool:

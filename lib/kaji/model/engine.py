@@ -120,11 +120,11 @@ def _collect_hosts(into: list[Any]) -> Iterator[None]:
         original(self, *args, **kwargs)
         into.append(self)
 
-    Host.__init__ = init  # type: ignore[method-assign]
+    Host.__init__ = init  # type: ignore[method-assign,unused-ignore]
     try:
         yield
     finally:
-        Host.__init__ = original  # type: ignore[method-assign]
+        Host.__init__ = original  # type: ignore[method-assign,unused-ignore]
 
 
 class _CachedYaml:

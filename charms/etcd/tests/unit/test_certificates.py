@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from etcd_testlib import (
     ADDRESS,
     PeerUnit,
@@ -111,3 +112,27 @@ def test_unit_installs_a_renewed_certificate_and_restarts(
     assert (sandbox / "etc/kaji/etcd/pki/member.crt").read_text() == renewed
     record = json.loads((sandbox / "var/lib/kaji/services/etcd.json").read_text())
     assert (record["starts"], record["restarts"]) == (1, 1)
+
+
+@pytest.mark.parametrize(("validity_days", "note"), [(20, True), (365, False)])
+def test_status_names_the_member_certificate_expiry_under_30_days(
+    ca: pki.CertificateAuthority, validity_days: int, note: bool
+) -> None:
+    ctx = unit_context(1)
+    leader = peer_units(0)[0]
+    members = {"etcd-0": leader.data.peer_url, "etcd-1": f"https://{ADDRESS}:2380"}
+
+    def state_with(cert: str | None) -> testing.State:
+        certificates = {leader.name: leader.certificate(ca)}
+        if cert:
+            certificates["etcd/1"] = cert
+        rel = peer_relation([leader], local_app_data=app_bag(ca, members, certificates))
+        return testing.State(relations={rel})
+
+    state = ctx.run(ctx.on.install(), state_with(None))
+    cert = pki.sign_csr(own_csr(state), ca, pki.Profile.PEER, validity_days=validity_days)
+    out = ctx.run(ctx.on.config_changed(), state_with(cert))
+    assert out.unit_status.name == "active"
+    # Signed 5 minutes in the past: 20 days of validity leave 19 whole days.
+    expected = "member certificate expires in 19 days"
+    assert (expected in out.unit_status.message) is note

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -111,3 +112,67 @@ def test_full_reconcile_is_forced_after_the_interval_then_cheap_again(
     assert calls == ["reconcile"]
     ctx.run(ctx.on.update_status(), state)
     assert calls == ["reconcile"]  # the clock restarted: cheap again
+
+
+def test_update_status_reconciles_when_relation_data_changed(
+    ctx: testing.Context, sandbox: Path
+) -> None:
+    from etcd_testlib import client_csr
+
+    state = ctx.run(
+        ctx.on.install(),
+        testing.State(
+            leader=True,
+            relations={
+                testing.PeerRelation("cluster"),
+                testing.Relation("db", id=7, remote_app_name="kube"),
+            },
+        ),
+    )
+    db = state.get_relations("db")[0]
+    assert json.loads(db.local_app_data["certificates"]) == {}
+    asked = dataclasses.replace(
+        db, remote_units_data={0: {"client-csr": json.dumps(client_csr("kube/0"))}}
+    )
+    others = [r for r in state.relations if r.endpoint != "db"]
+    out = ctx.run(ctx.on.update_status(), dataclasses.replace(state, relations={*others, asked}))
+    assert "kube/0" in json.loads(out.get_relation(7).local_app_data["certificates"])
+
+
+def test_skipped_update_status_reports_the_recorded_status(
+    ctx: testing.Context, sandbox: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import charm
+
+    state = ctx.run(
+        ctx.on.install(), testing.State(leader=True, relations={testing.PeerRelation("cluster")})
+    )
+    record_path = sandbox / "var/lib/kaji/etcd/reconciled.json"
+    record = json.loads(record_path.read_text())
+    assert record["status"] == [state.unit_status.name, state.unit_status.message]
+    assert oct(record_path.stat().st_mode & 0o777) == "0o600"
+    monkeypatch.setattr(charm.EtcdCharm, "reconcile", lambda self: pytest.fail("reconciled"))
+    out = ctx.run(ctx.on.update_status(), state)
+    assert out.unit_status == state.unit_status
+
+
+def test_stopped_etcd_makes_update_status_reconcile(ctx: testing.Context, sandbox: Path) -> None:
+    from kaji.host import RecordingManager
+
+    state = ctx.run(
+        ctx.on.install(), testing.State(leader=True, relations={testing.PeerRelation("cluster")})
+    )
+    services = RecordingManager(sandbox / "var/lib/kaji/services")
+    services.stop("etcd")
+    ctx.run(ctx.on.update_status(), state)
+    assert RecordingManager(sandbox / "var/lib/kaji/services").is_running("etcd")
+
+
+def test_record_and_marker_live_in_the_workload_data_root() -> None:
+    """charm.py spells the paths out (its workload module loads lazily); they must agree."""
+    import etcd_workload
+
+    import charm
+
+    assert f"{etcd_workload.DATA_ROOT}/reconciled.json" == charm.RECONCILED_FILE
+    assert f"{etcd_workload.DATA_ROOT}/departed" == charm.DEPARTED_MARKER
