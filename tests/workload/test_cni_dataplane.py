@@ -10,36 +10,21 @@ Host-local's dataDir points at a temp dir. Every namespace is deleted afterwards
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from charm_source import load_charm_module
 
 from kaji.host import Host
 
 CNI_BIN = "/usr/lib/cni"
-PODNET_PATH = Path(__file__).parents[2] / "charms/cni/src/podnet.py"
-
-
-def _load_podnet() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kaji_cni_podnet", PODNET_PATH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["kaji_cni_podnet"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-podnet = _load_podnet()
+podnet = load_charm_module("cni", "podnet", "kaji_cni_podnet")
 
 
 def _run(*argv: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:

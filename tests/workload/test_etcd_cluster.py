@@ -7,43 +7,25 @@ does; the test plays the leader's and the units' parts in one process.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from charm_source import load_charm_module
 
 from kaji import certs, pki
 from kaji.host import CommandError, Host, ProcessManager, ServiceChange
 from kaji.interfaces.etcd import expected_client_identity
 from kaji.interfaces.etcd_peers import expected_member_identity
 
-_SRC = Path(__file__).parents[2] / "charms" / "etcd" / "src" / "etcd_workload.py"
-
-
-def _load_workload() -> ModuleType:
-    name = "kaji_etcd_workload"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _SRC)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-workload = _load_workload()
+workload = load_charm_module("etcd", "etcd_workload", "kaji_etcd_workload")
 TOKEN = "kaji-etcd-workload-test"
 
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import io
 import json
 import os
 import secrets
 import shutil
 import signal
-import sys
 import tarfile
 import tempfile
 import time
@@ -24,28 +22,17 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from charm_source import load_charm_module
 
 from kaji import kubernetes
 from kaji.host import Host, ProcessManager, ServiceChange
 
-SRC = Path(__file__).resolve().parents[2] / "charms" / "worker" / "src"
 IMAGE = "kaji.test/busybox:1"
 
 
 def worker_module(name: str) -> ModuleType:
-    """Import ``kaji_worker.<name>`` from the worker charm's source without touching sys.path."""
-    if "kaji_worker" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "kaji_worker",
-            SRC / "kaji_worker" / "__init__.py",
-            submodule_search_locations=[str(SRC / "kaji_worker")],
-        )
-        assert spec is not None
-        assert spec.loader is not None
-        package = importlib.util.module_from_spec(spec)
-        sys.modules["kaji_worker"] = package
-        spec.loader.exec_module(package)
-    return importlib.import_module(f"kaji_worker.{name}")
+    """Import ``kaji_worker.<name>`` from the worker charm's source."""
+    return load_charm_module("worker", f"kaji_worker.{name}")
 
 
 def busybox_image(path: Path, busybox: str) -> None:

@@ -3,37 +3,23 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import yaml
+from charm_source import load_charm_module
 
 from kaji import kubernetes, pki
 from kaji.host import Host, render_systemd_unit, run
 from kaji.interfaces.kube_control import expected_node_identity
 
-SRC = Path(__file__).resolve().parents[2] / "charms" / "worker" / "src"
-
 
 def worker_module(name: str) -> ModuleType:
-    """Import ``kaji_worker.<name>`` from the worker charm's source without touching sys.path."""
-    if "kaji_worker" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "kaji_worker",
-            SRC / "kaji_worker" / "__init__.py",
-            submodule_search_locations=[str(SRC / "kaji_worker")],
-        )
-        assert spec is not None
-        assert spec.loader is not None
-        package = importlib.util.module_from_spec(spec)
-        sys.modules["kaji_worker"] = package
-        spec.loader.exec_module(package)
-    return importlib.import_module(f"kaji_worker.{name}")
+    """Import ``kaji_worker.<name>`` from the worker charm's source."""
+    return load_charm_module("worker", f"kaji_worker.{name}")
 
 
 @pytest.fixture(scope="module")

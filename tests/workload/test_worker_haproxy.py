@@ -4,11 +4,9 @@ keeps forwarding when one of them dies, and takes new endpoints on reload."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import shutil
 import socket
 import socketserver
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,27 +14,16 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from charm_source import load_charm_module
 
 from kaji.host import Host, ProcessManager, ServiceChange
 
-SRC = Path(__file__).resolve().parents[2] / "charms" / "worker" / "src"
 MACHINE_ADDRESS = "127.0.1.77"  # this sandboxed machine's loopback address
 
 
 def worker_module(name: str) -> ModuleType:
-    """Import ``kaji_worker.<name>`` from the worker charm's source without touching sys.path."""
-    if "kaji_worker" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "kaji_worker",
-            SRC / "kaji_worker" / "__init__.py",
-            submodule_search_locations=[str(SRC / "kaji_worker")],
-        )
-        assert spec is not None
-        assert spec.loader is not None
-        package = importlib.util.module_from_spec(spec)
-        sys.modules["kaji_worker"] = package
-        spec.loader.exec_module(package)
-    return importlib.import_module(f"kaji_worker.{name}")
+    """Import ``kaji_worker.<name>`` from the worker charm's source."""
+    return load_charm_module("worker", f"kaji_worker.{name}")
 
 
 class _Backend(socketserver.ThreadingTCPServer):
