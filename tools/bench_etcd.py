@@ -91,7 +91,7 @@ def one_run(base: Path) -> tuple[float, float]:
         peer = free_port(addresses)
     defaults = {
         "version": "3.5.17",
-        "mirror-url": workload.DEFAULT_MIRROR,
+        "release-mirror": workload.DEFAULT_MIRROR,
         "etcd-sha256": "",
         "client-port": client,
         "peer-port": peer,
