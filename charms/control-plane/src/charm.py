@@ -191,7 +191,8 @@ class ControlPlaneCharm(ReconcilingCharm):
         peer_relation = self.model.get_relation(PEER)
         if peer_relation is not None:
             update_databag(peer_relation.data[self.unit], own.to_databag())
-        certificates = self._peer_certificates(settings, keys, own)
+        peer_units = self._peer_units(own)
+        certificates = self._peer_certificates(settings, keys, peer_units)
         missing = self._install_own_certificates(host, requests, certificates, keys)
 
         # 5. etcd: our CSR out, our client certificate and the member URLs in.
@@ -202,7 +203,7 @@ class ControlPlaneCharm(ReconcilingCharm):
 
         # 7. kube-control: our endpoint out; the leader publishes the cluster and signs nodes.
         api_endpoint = k8s.api_url(address)
-        self._kube_control(settings, keys, api_endpoint)
+        self._kube_control(settings, keys, api_endpoint, {u.hostname for u in peer_units.values()})
 
         if etcd_wait:
             return ops.WaitingStatus(etcd_wait)
@@ -277,8 +278,32 @@ class ControlPlaneCharm(ReconcilingCharm):
             encryption_key=enc["key"],
         )
 
+    def _peer_units(
+        self, own: peers.ControlPlanePeerUnit
+    ) -> dict[str, peers.ControlPlanePeerUnit]:
+        """Leader: every control-plane unit's peer data, this unit's included (others: own only).
+
+        Malformed peer data is logged and left out until it is valid.
+        """
+        units = {self.unit.name: own}
+        relation = self.model.get_relation(PEER)
+        if relation is None or not self.unit.is_leader():
+            return units
+        for unit in relation.units:
+            try:
+                data = peers.read_peer_unit(relation.data[unit])
+            except RelationDataError as exc:
+                logger.warning("ignoring malformed peer data of %s: %s", unit.name, exc)
+                continue
+            if data is not None:
+                units[unit.name] = data
+        return units
+
     def _peer_certificates(
-        self, settings: cp.Settings, keys: cp.SharedKeys, own: peers.ControlPlanePeerUnit
+        self,
+        settings: cp.Settings,
+        keys: cp.SharedKeys,
+        units: Mapping[str, peers.ControlPlanePeerUnit],
     ) -> Mapping[str, str]:
         """This unit's certificates by purpose; the leader (re)signs everyone's first."""
         relation = self.model.get_relation(PEER)
@@ -290,16 +315,6 @@ class ControlPlaneCharm(ReconcilingCharm):
                 logger.warning("ignoring malformed peer application data: %s", exc)
         if not self.unit.is_leader():
             return existing.certificates_for(self.unit.name) if existing else {}
-        units = {self.unit.name: own}
-        if relation is not None:
-            for unit in relation.units:
-                try:
-                    data = peers.read_peer_unit(relation.data[unit])
-                except RelationDataError as exc:
-                    logger.warning("ignoring malformed peer data of %s: %s", unit.name, exc)
-                    continue
-                if data is not None:
-                    units[unit.name] = data
         issued = cp.sign_peer_certificates(
             units,
             cp.ca_from_content(self._ca_content),
@@ -377,20 +392,13 @@ class ControlPlaneCharm(ReconcilingCharm):
             data = cni_if.CniPrincipalUnit(service_cidr=settings.service_cidr, node_name=hostname)
             update_databag(relation.data[self.unit], data.to_databag())
 
-    def _control_plane_hostnames(self) -> set[str]:
-        """This unit's hostname and every peer's, as the peers published them."""
-        hostnames = {self._hostname()}
-        relation = self.model.get_relation("cluster")
-        for unit in relation.units if relation else ():
-            try:
-                data = peers.read_peer_unit(relation.data[unit])  # type: ignore[union-attr]
-            except RelationDataError:
-                continue  # already logged where the peer data is read for signing
-            if data is not None:
-                hostnames.add(data.hostname)
-        return hostnames
-
-    def _kube_control(self, settings: cp.Settings, keys: cp.SharedKeys, api_endpoint: str) -> None:
+    def _kube_control(
+        self,
+        settings: cp.Settings,
+        keys: cp.SharedKeys,
+        api_endpoint: str,
+        control_plane_hostnames: set[str],
+    ) -> None:
         relations = self.model.relations.get("kube-control", [])
         own = kc.KubeControlProviderUnit(api_endpoint=api_endpoint).to_databag()
         for relation in relations:
@@ -413,7 +421,7 @@ class ControlPlaneCharm(ReconcilingCharm):
             workers,
             cp.ca_from_content(self._ca_content),
             existing,
-            cp.reserved_node_names(settings, self._control_plane_hostnames()),
+            cp.reserved_node_names(settings, control_plane_hostnames),
         )
         for relation in relations:
             names = {unit.name for unit in relation.units}
