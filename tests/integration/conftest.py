@@ -4,7 +4,8 @@ Before any test (and so before pytest-operator tries to connect anywhere), the s
 what the tests need: pytest-operator, a `juju` binary, a current controller, kubectl, and
 charms (pre-built in KAJI_CHARMS_DIR, or packable with tools/pack.py). If anything is missing,
 every test here is skipped with one reason naming all of it, shown in the report header and in
-the `-rs` summary.
+the `-rs` summary. Tests marked `offline` (test_support.py: the pure logic the others rely on,
+such as overlay selection and status checks) run everywhere.
 """
 
 from __future__ import annotations
@@ -121,12 +122,20 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"kaji integration: Juju data {juju_data()}, charms from {source}"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "offline: an integration-support test that needs no controller (never skipped)"
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reason = skip_reason(config)
     if reason is None:
         return
     marker = pytest.mark.skip(reason=reason)
     for item in items:
+        if item.get_closest_marker("offline") is not None:
+            continue
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(marker)
 

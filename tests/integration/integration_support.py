@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "bundles" / "k8s.yaml"
 HA_OVERLAY = ROOT / "bundles" / "overlays" / "ha.yaml"
+LXD_OVERLAY = ROOT / "bundles" / "overlays" / "lxd.yaml"
 PACK_TOOL = ROOT / "tools" / "pack.py"
 BUILD_DIR = ROOT / "build"
 CHARM_NAMES = ("kaji-etcd", "kaji-control-plane", "kaji-worker", "kaji-cni")
@@ -46,7 +48,9 @@ TEST_IMAGE = os.environ.get("KAJI_TEST_IMAGE", "docker.io/library/busybox:1.36")
 # How long to wait. A first deploy downloads Kubernetes, etcd and container images.
 DEPLOY_TIMEOUT = 45 * 60
 SCALE_TIMEOUT = 20 * 60
+# Every unit must stay active and idle this long before the model counts as settled.
 IDLE_PERIOD = 60
+STATUS_INTERVAL = 10
 KUBE_TIMEOUT = 10 * 60
 # A kubelet that cannot reach the API is marked NotReady after 40 s (node-monitor-grace-period).
 NODE_GRACE = 40
@@ -83,34 +87,220 @@ def render_bundle(charms: Mapping[str, Path], directory: Path) -> Path:
     return path
 
 
+# Juju 3.6 constraint keys (core/constraints/constraints.go; cpu-cores is an alias of cores).
+CONSTRAINT_KEYS = frozenset(
+    {
+        "allocate-public-ip",
+        "arch",
+        "container",
+        "cores",
+        "cpu-cores",
+        "cpu-power",
+        "image-id",
+        "instance-role",
+        "instance-type",
+        "mem",
+        "root-disk",
+        "root-disk-source",
+        "spaces",
+        "tags",
+        "virt-type",
+        "zones",
+    }
+)
+SIZE_KEYS = frozenset({"mem", "root-disk"})
+COUNT_KEYS = frozenset({"cores", "cpu-cores", "cpu-power"})
+# The values the LXD provider accepts for virt-type (internal/provider/lxd/environ_policy.go).
+LXD_VIRT_TYPES = frozenset({"container", "virtual-machine"})
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([MGTP]?)$")
+_SIZE_FACTOR = {"": 1, "M": 1, "G": 1024, "T": 1024**2, "P": 1024**3}
+
+
+def size_mib(value: str) -> float:
+    """A Juju size (``mem``, ``root-disk``: MiB, or with an M/G/T/P suffix) in MiB."""
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size like 4096, 512M or 4G")
+    return float(match.group(1)) * _SIZE_FACTOR[match.group(2)]
+
+
+def parse_constraints(text: str) -> dict[str, str]:
+    """Parse a constraints string the way Juju does (space-separated key=value), strictly.
+
+    Raises ValueError naming the offending part: an unknown key, a key given twice, a count
+    or size that is not one, or a virt-type LXD does not know.
+    """
+    result: dict[str, str] = {}
+    for part in text.split():
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{part!r} is not key=value")
+        if key not in CONSTRAINT_KEYS:
+            raise ValueError(f"unknown constraint {key!r} (Juju knows {sorted(CONSTRAINT_KEYS)})")
+        key = "cores" if key == "cpu-cores" else key
+        if key in result:
+            raise ValueError(f"constraint {key!r} given twice")
+        if key in COUNT_KEYS and not value.isdigit():
+            raise ValueError(f"{key}={value!r}: not a whole number")
+        if key in SIZE_KEYS:
+            size_mib(value)
+        if key == "virt-type" and value not in LXD_VIRT_TYPES:
+            raise ValueError(f"virt-type={value!r}: LXD knows {sorted(LXD_VIRT_TYPES)}")
+        result[key] = value
+    return result
+
+
+def model_provider_type(show_model: Mapping[str, Any]) -> str:
+    """The cloud type ("lxd", "ec2", "maas", ...) from ``juju show-model --format json``.
+
+    The output maps the model's name to its details; ``type`` is the provider type
+    (jubilant's ModelInfo, generated from Juju's own structs), ``model-type`` is iaas/caas.
+    """
+    if len(show_model) != 1:
+        raise AssertionError(f"juju show-model returned {len(show_model)} models")
+    (info,) = show_model.values()
+    provider = info.get("type") if isinstance(info, Mapping) else None
+    if not isinstance(provider, str) or not provider:
+        raise AssertionError(f"juju show-model gave no provider type: {info!r}")
+    return provider
+
+
+def overlays_for(provider: str, requested: Sequence[Path] = ()) -> list[Path]:
+    """The overlays to deploy with: the LXD overlay first on a LXD cloud, then ``requested``.
+
+    Later overlays win in Juju, so one given by the test (or the user) can still change what
+    the LXD overlay sets.
+    """
+    lxd = [LXD_OVERLAY] if provider == "lxd" and LXD_OVERLAY not in requested else []
+    return [*lxd, *requested]
+
+
+async def cloud_type(ops_test: OpsTest) -> str:
+    """The provider type of the test model's cloud."""
+    assert ops_test.model_full_name, "no test model"
+    _, out, _ = await ops_test.juju(
+        "show-model", ops_test.model_full_name, "--format", "json", check=True
+    )
+    return model_provider_type(json.loads(out))
+
+
 async def deploy_bundle(ops_test: OpsTest, charms: Mapping[str, Path], *overlays: Path) -> None:
-    """Deploy the bundle (plus overlays) and wait until every unit is active and idle."""
+    """Deploy the bundle (plus overlays, and the LXD one on LXD); wait until all is active."""
     assert ops_test.model is not None
     bundle = render_bundle(charms, ops_test.tmp_path)
     args = ["deploy", str(bundle)]
-    for overlay in overlays:
+    provider = await cloud_type(ops_test)
+    for overlay in overlays_for(provider, overlays):
         args += ["--overlay", str(overlay)]
+    print(f"cloud type {provider}: juju {' '.join(args)}")
     await ops_test.juju(*args, check=True, fail_msg="juju deploy of the kaji bundle failed")
     await wait_active(ops_test, timeout=DEPLOY_TIMEOUT)
+
+
+def _principal_units(app: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """An application's own units in ``juju status --format json`` (subordinates excluded)."""
+    units = app.get("units") or {}
+    return {name: unit for name, unit in units.items() if isinstance(unit, Mapping)}
+
+
+def unsettled(
+    status: Mapping[str, Any],
+    apps: Sequence[str] = APPS,
+    units: Mapping[str, int] | None = None,
+) -> list[str]:
+    """Why ``juju status --format json`` is not yet settled; empty when it is.
+
+    Settled: every app in ``apps`` is there, with exactly ``units[app]`` units where given;
+    every unit (subordinates included) has workload ``active`` and agent ``idle``; and every
+    principal unit of an app a subordinate in ``apps`` follows carries one of its units.
+    A blocked or error unit is only not settled yet: charms retry downloads and Juju retries
+    failed hooks, so only the timeout decides.
+    """
+    problems: list[str] = []
+    applications = status.get("applications") or {}
+    every: dict[str, Mapping[str, Any]] = {}
+    for app in apps:
+        spec = applications.get(app)
+        if not isinstance(spec, Mapping):
+            problems.append(f"{app}: not in the model")
+            continue
+        own = _principal_units(spec)
+        if units and app in units and len(own) != units[app]:
+            problems.append(f"{app}: {len(own)} units, waiting for {units[app]}")
+        for name, unit in own.items():
+            every[name] = unit
+            for sub, sub_unit in (unit.get("subordinates") or {}).items():
+                if sub.split("/")[0] in apps and isinstance(sub_unit, Mapping):
+                    every[sub] = sub_unit
+        for principal in spec.get("subordinate-to") or []:
+            if principal not in applications:
+                continue
+            for name, unit in _principal_units(applications[principal]).items():
+                subs = unit.get("subordinates") or {}
+                if not any(s.split("/")[0] == app for s in subs):
+                    problems.append(f"{name}: no {app} subordinate yet")
+    for name in sorted(every, key=_unit_key):
+        unit = every[name]
+        workload = unit.get("workload-status") or {}
+        agent = unit.get("juju-status") or {}
+        state = (workload.get("current") or "unknown", agent.get("current") or "unknown")
+        if state != ("active", "idle"):
+            message = workload.get("message") or agent.get("message") or ""
+            problems.append(f"{name}: {state[0]}/{state[1]}" + (f": {message}" if message else ""))
+    return problems
+
+
+def _unit_key(name: str) -> tuple[str, int]:
+    app, _, number = name.partition("/")
+    return (app, int(number) if number.isdigit() else -1)
+
+
+def settle_failure(timeout: float, problems: Sequence[str], status_text: str) -> str:
+    """The message of a wait that timed out: what was unsettled, then ``juju status``."""
+    lines = [f"the model did not settle within {timeout:.0f}s:"]
+    lines += [f"  {problem}" for problem in problems] or [
+        f"  (settled at times, never for {IDLE_PERIOD}s in a row)"
+    ]
+    lines += ["", "juju status:", status_text.rstrip() or "(empty)"]
+    return "\n".join(lines)
 
 
 async def wait_active(
     ops_test: OpsTest, *, timeout: float, units: Mapping[str, int] | None = None
 ) -> None:
-    """Wait until every kaji unit is active and idle, with exactly ``units`` units per app."""
+    """Wait until every kaji unit is active and idle (with exactly ``units`` units per app).
+
+    The model must stay settled for IDLE_PERIOD. Blocked and error states do not end the
+    wait early (a failed download is retried); on timeout the failure carries ``juju status``,
+    which is also printed.
+    """
     assert ops_test.model is not None
-    for app, count in (units or {}).items():
-        await ops_test.model.wait_for_idle(
-            apps=[app], timeout=timeout, wait_for_exact_units=count, idle_period=IDLE_PERIOD
-        )
-    await ops_test.model.wait_for_idle(
-        apps=list(APPS),
-        status="active",
-        raise_on_error=True,
-        raise_on_blocked=True,
-        timeout=timeout,
-        idle_period=IDLE_PERIOD,
-    )
+    deadline = time.monotonic() + timeout
+    settled_since: float | None = None
+    problems: list[str] = []
+    while True:
+        rc, out, err = await ops_test.juju("status", "--format", "json")
+        now = time.monotonic()
+        try:
+            if rc != 0:
+                raise ValueError(f"exit {rc}: {(err or out).strip()}")
+            problems = unsettled(json.loads(out), APPS, units)
+        except ValueError as exc:  # json.JSONDecodeError is one; the controller may be busy
+            problems = [f"juju status failed: {exc}"]
+        if problems:
+            settled_since = None
+        elif settled_since is None:
+            settled_since = now
+        elif now - settled_since >= IDLE_PERIOD:
+            return
+        # At the deadline a model that is unsettled fails; one that has just settled gets
+        # IDLE_PERIOD more to prove it stays so.
+        if now >= deadline and (problems or now >= deadline + IDLE_PERIOD):
+            _, text, err = await ops_test.juju("status", "--relations")
+            message = settle_failure(timeout, problems, text or err)
+            print(message)
+            raise AssertionError(message)
+        await asyncio.sleep(STATUS_INTERVAL)
 
 
 async def juju_status(ops_test: OpsTest) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 Deploys bundles/k8s.yaml (etcd x3, control-plane x1, worker x2, cni), then checks nodes and
 system pods, pod traffic across workers, Services and cluster DNS, etcd health, that anonymous
-requests are refused, and that the cluster grows (add a worker) and shrinks (remove an etcd
-member) while staying healthy. Tests run in order and share one model.
+requests are refused, and that the cluster grows (add a worker) and shrinks (remove a worker,
+whose Node is deleted; remove an etcd member) while staying healthy. Tests run in order and
+share one model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 from pathlib import Path
@@ -24,6 +26,7 @@ from integration_support import (
     ETCD_MEMBERS_KEY,
     KUBE_TIMEOUT,
     KUBELET_PORT,
+    NODE_GRACE,
     REFUSED,
     SCALE_TIMEOUT,
     TEST_IMAGE,
@@ -330,6 +333,30 @@ async def test_add_worker_gives_a_ready_node(
         await eventually(reach, timeout=120, what=f"{new_unit} -> {pod['spec']['nodeName']}")
     fqdn = f"http://{ECHO}.{namespace}.svc.{CLUSTER_DOMAIN}/"
     assert await wget(kubectl, namespace, probe, fqdn) in {p["metadata"]["name"] for p in pods}
+
+
+@pytest.mark.abort_on_fail
+async def test_remove_worker_deletes_its_node(ops_test: OpsTest, kubectl: Kubectl) -> None:
+    """The control-plane leader deletes a departed worker's Node; the others stay Ready."""
+    units = await unit_names(ops_test, WORKER)
+    assert len(units) >= 2, f"need two workers to remove one: {units}"
+    removed = units[-1]
+    nodes = await assert_workers_ready(ops_test, kubectl)
+    gone = nodes[removed]["metadata"]["name"]
+    kept = {nodes[unit]["metadata"]["name"] for unit in units[:-1]}
+    await ops_test.juju("remove-unit", removed, "--no-prompt", check=True)
+    await wait_active(ops_test, timeout=SCALE_TIMEOUT, units={WORKER: len(units) - 1})
+
+    async def check() -> None:
+        names = {n["metadata"]["name"] for n in (await kubectl.json("get", "nodes"))["items"]}
+        assert gone not in names, f"{removed}'s node {gone} is still in the cluster: {names}"
+        assert names == kept, f"nodes {sorted(names)}, expected the remaining {sorted(kept)}"
+
+    await eventually(check, timeout=KUBE_TIMEOUT, what=f"{removed}'s node {gone} deleted")
+    # The survivors stay Ready well past the grace period after the removal.
+    await asyncio.sleep(2 * NODE_GRACE)
+    remaining = await assert_workers_ready(ops_test, kubectl)
+    assert set(remaining) == set(units[:-1]), f"worker units now {sorted(remaining)}"
 
 
 async def test_remove_etcd_unit_shrinks_the_cluster(ops_test: OpsTest, kubectl: Kubectl) -> None:
