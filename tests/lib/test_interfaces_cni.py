@@ -58,6 +58,21 @@ def test_principal_validation() -> None:
         cni.read_principal_unit({"service-cidr": '"10.152.183.0/24"'})
 
 
+@pytest.mark.parametrize(
+    ("service_cidr", "cluster_cidr"),
+    [("fd00::/112", "10.1.0.0/16"), ("10.152.183.0/24", "fd01::/48")],
+)
+def test_service_cidr_of_another_family_than_the_pod_network_is_refused(
+    service_cidr: str, cluster_cidr: str
+) -> None:
+    bag = cni.CniPrincipalUnit(service_cidr, "worker-0").to_databag()
+    assert cni.read_principal_unit(bag) is not None  # on its own it is a fine CIDR
+    with pytest.raises(RelationDataError, match=rf"'service-cidr'.*{service_cidr}.*IP family"):
+        cni.read_principal_unit(bag, cluster_cidr=cluster_cidr)
+    same = cni.CniPrincipalUnit("10.152.183.0/24", "worker-0").to_databag()
+    assert cni.read_principal_unit(same, cluster_cidr="10.1.0.0/16") is not None
+
+
 @FUZZ
 @given(random_databags(["service-cidr", "node-name"]))
 def test_random_principal_databags(bag: dict[str, str]) -> None:

@@ -23,6 +23,41 @@ def test_unit_round_trip() -> None:
         cni_network.read_network_unit({**bag, "underlay-address": '"10.0.0.999"'})
 
 
+@pytest.mark.parametrize(
+    "claimed", ["10.0.0.8", "0.0.0.0", "255.255.255.255", "127.0.0.1", "10.152.183.1", "::"]
+)
+def test_a_peer_claim_must_be_the_address_juju_reports(claimed: str) -> None:
+    honest = cni_network.CniNetworkUnit("worker-0", "10.0.0.9")
+    bag = {**honest.to_databag(), **JUJU_BAG}  # Juju: ingress-address 10.0.0.9
+    assert cni_network.read_peer_network_unit(bag) == honest
+    lying = {**bag, "underlay-address": json.dumps(claimed)}
+    with pytest.raises(RelationDataError, match=r"'underlay-address'.*not the unit's ingress"):
+        cni_network.read_peer_network_unit(lying)
+    assert cni_network.read_network_unit(lying) is not None  # the plain decoder does not check
+
+
+def test_a_peer_claim_without_a_juju_address_is_refused() -> None:
+    bag = cni_network.CniNetworkUnit("worker-0", "10.0.0.9").to_databag()
+    with pytest.raises(RelationDataError, match="no ingress-address"):
+        cni_network.read_peer_network_unit(bag)
+    with pytest.raises(RelationDataError, match="no ingress-address"):
+        cni_network.read_peer_network_unit({**bag, "ingress-address": "not-an-ip"})
+    assert cni_network.read_peer_network_unit(dict(JUJU_BAG)) is None
+
+
+def test_a_peer_claim_is_compared_as_an_address_not_as_text() -> None:
+    bag = {**cni_network.CniNetworkUnit("worker-0", "fd00::9").to_databag()}
+    assert cni_network.read_peer_network_unit({**bag, "ingress-address": "fd00:0:0::9"})
+
+
+@FUZZ
+@given(random_databags(["node-name", "underlay-address"]))
+def test_random_peer_databags(bag: dict[str, str]) -> None:
+    result = read_safely(cni_network.read_peer_network_unit, bag)
+    if isinstance(result, cni_network.CniNetworkUnit):
+        assert ipaddress.ip_address(bag["ingress-address"]).compressed == result.underlay_address
+
+
 def test_app_round_trip() -> None:
     data = cni_network.CniNetworkApp(
         "10.1.0.0/16", {"worker/1": "10.1.1.0/24", "control-plane/0": "10.1.0.0/24"}

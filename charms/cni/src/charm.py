@@ -17,7 +17,7 @@ from kaji.interfaces.cni_network import (
     CniNetworkApp,
     CniNetworkUnit,
     read_network_app,
-    read_network_unit,
+    read_peer_network_unit,
 )
 from kaji.operator import ReconcilingCharm
 
@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 PRINCIPAL = "cni"
 PEERS = "network"
+#: How many ignored peers a status message names before it only counts the rest.
+NAMED_IN_STATUS = 3
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class CniCharm(ReconcilingCharm):
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
         self._status: ops.StatusBase | None = None
+        self._ignored: list[str] = []  # "<unit>'s <key>" of peer data this dispatch ignored
         self._departing: ops.Unit | None = None
         self._leaving = False
         framework.observe(self.on[PEERS].relation_departed, self._on_peer_departed)
@@ -100,10 +103,12 @@ class CniCharm(ReconcilingCharm):
         try:
             app = read_network_app(peers.data[self.app])
         except RelationDataError as exc:
-            logger.error("peer application data is invalid: %s", exc)
+            logger.error("%s's peer application data is invalid: %s", self.app.name, exc)
             if self.unit.is_leader():
                 return ops.BlockedStatus(f"peer application data is invalid: {exc.key}")
-            return ops.WaitingStatus("waiting for the leader to repair the peer data")
+            return ops.WaitingStatus(
+                f"waiting for the leader to repair {self.app.name}'s peer data: {exc.key}"
+            )
         if app is not None and app.cluster_cidr != settings.cidr and app.allocations:
             return ops.BlockedStatus(
                 f"invalid config cidr: cannot change to {settings.cidr} after pod subnets were"
@@ -112,16 +117,19 @@ class CniCharm(ReconcilingCharm):
         units = frozenset(u for u in peers.units if u != self._departing)
         return _Cluster(settings, peers, units, app)
 
-    def _read_machine(self) -> _Machine | ops.StatusBase:
+    def _read_machine(self, settings: podnet.Settings) -> _Machine | ops.StatusBase:
         relation = self._principal_relation()
         if relation is None:
             return ops.WaitingStatus("waiting for the principal (cni relation)")
         principal_unit = next(iter(relation.units))
         try:
-            principal = read_principal_unit(relation.data[principal_unit])
+            principal = read_principal_unit(
+                relation.data[principal_unit], cluster_cidr=settings.cidr
+            )
         except RelationDataError as exc:
             logger.error("ignoring %s's cni data: %s", principal_unit.name, exc)
-            return ops.BlockedStatus(f"{principal_unit.name} sent invalid cni data: {exc.key}")
+            message = f"{principal_unit.name} sent invalid cni data: {exc.key} ({exc.reason})"
+            return ops.BlockedStatus(message if len(message) <= 300 else message[:297] + "...")
         if principal is None:
             return ops.WaitingStatus(f"waiting for the node name from {principal_unit.name}")
         underlay = self._underlay()
@@ -133,11 +141,11 @@ class CniCharm(ReconcilingCharm):
 
     def reconcile(self) -> None:
         """Validate everything, then: peer data, allocations (leader), the node, the principal."""
-        self._status = self._run(act=True)
+        self._status = self._run()
 
-    def assess_status(self) -> ops.StatusBase:
-        """The status reconcile reached, or (for events it did not run on) a read-only pass."""
-        return self._status if self._status is not None else self._run(act=False)
+    def assess_status(self) -> ops.StatusBase | None:
+        """The status this dispatch's reconcile reached; None (status kept) when none ran."""
+        return self._status
 
     def _allocate(self, view: _Cluster) -> CniNetworkApp | ops.StatusBase:
         """Leader: subnets for every present unit; write them if they changed."""
@@ -166,38 +174,48 @@ class CniCharm(ReconcilingCharm):
         return me in result.unallocated
 
     def _peer_nodes(self, view: _Cluster, app: CniNetworkApp) -> list[podnet.Node]:
+        """The peers to route to; malformed or unverifiable peer data is logged and skipped."""
         nodes = []
         for unit in sorted(view.peer_units, key=lambda u: u.name):
             subnet = app.subnet_for(unit.name)
             if subnet is None:
                 continue
             try:
-                data = read_network_unit(view.peers.data[unit])
+                data = read_peer_network_unit(view.peers.data[unit])
             except RelationDataError as exc:
                 logger.error("ignoring %s's network data: %s", unit.name, exc)
+                self._ignored.append(f"{unit.name}'s {exc.key}")
                 continue
             if data is not None:
                 nodes.append(podnet.Node(unit.name, subnet, data.underlay_address))
         return nodes
 
-    def _run(self, *, act: bool) -> ops.StatusBase:
+    def _ignored_note(self) -> str:
+        if not self._ignored:
+            return ""
+        named = ", ".join(self._ignored[:NAMED_IN_STATUS])
+        more = len(self._ignored) - NAMED_IN_STATUS
+        if more > 0:
+            named += f" and {more} more"
+        return f"; ignoring {named} (see debug-log)"
+
+    def _run(self) -> ops.StatusBase:
         cluster = self._read_cluster()
         if isinstance(cluster, ops.StatusBase):
             return cluster
         if self._leaving:
             return ops.MaintenanceStatus("leaving the pod network")
         app = cluster.app
-        if self.unit.is_leader() and act:  # allocation does not wait for this unit's principal
+        if self.unit.is_leader():  # allocation does not wait for this unit's principal
             allocated = self._allocate(cluster)
             if isinstance(allocated, ops.StatusBase):
                 return allocated
             app = allocated
-        machine = self._read_machine()
+        machine = self._read_machine(cluster.settings)
         if isinstance(machine, ops.StatusBase):
             return machine
-        if act:
-            me = CniNetworkUnit(machine.principal.node_name, machine.underlay)
-            update_databag(cluster.peers.data[self.unit], me.to_databag())
+        me = CniNetworkUnit(machine.principal.node_name, machine.underlay)
+        update_databag(cluster.peers.data[self.unit], me.to_databag())
         settings = cluster.settings
         if app is None or app.cluster_cidr != settings.cidr:
             return ops.WaitingStatus("waiting for the leader to allocate pod subnets")
@@ -210,19 +228,20 @@ class CniCharm(ReconcilingCharm):
                 )
             return ops.WaitingStatus("waiting for the leader to allocate this node's subnet")
         local = podnet.Node(self.unit.name, subnet, machine.underlay)
+        self._ignored.clear()
         peers = self._peer_nodes(cluster, app)
         host = host_from_environment()
-        if act:
-            try:
-                podnet.configure_node(
-                    host, settings, local, peers, service_cidr=machine.principal.service_cidr
-                )
-            except podnet.DataplaneError as exc:
-                logger.error("programming the pod network failed: %s", exc)
-                return ops.BlockedStatus(f"{settings.backend}: {exc}"[:400])
-            published = CniUnit(app.cluster_cidr, podnet.CNI_CONF_DIR, subnet)
-            update_databag(machine.relation.data[self.unit], published.to_databag())
+        try:
+            podnet.configure_node(
+                host, settings, local, peers, service_cidr=machine.principal.service_cidr
+            )
+        except podnet.DataplaneError as exc:
+            logger.error("programming the pod network failed: %s", exc)
+            return ops.BlockedStatus(f"{settings.backend}: {exc}"[:400])
+        published = CniUnit(app.cluster_cidr, podnet.CNI_CONF_DIR, subnet)
+        update_databag(machine.relation.data[self.unit], published.to_databag())
         message = f"{settings.backend}: pod subnet {subnet}, {len(peers)} peer(s)"
+        message += self._ignored_note()
         if not podnet.programs_kernel(host):
             message += f"; sandbox: kernel not programmed, plan in {podnet.STATE_PATH}"
         return ops.ActiveStatus(message)

@@ -34,13 +34,19 @@ VXLAN_DEVICE = "kaji.vxlan"
 ROUTE_PROTOCOL = "107"
 MASQ_CHAIN = "KAJI-POD-MASQ"
 MASQ_COMMENT = "kaji-cni: masquerade pod traffic leaving the cluster"
+#: Address ranges a pod network must not overlap: "this network", loopback, link-local,
+#: multicast and the reserved range with the limited broadcast address (RFC 6890).
+UNUSABLE_FOR_PODS = tuple(
+    ipaddress.IPv4Network(n)
+    for n in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
+)
 #: Bytes VXLAN adds to each packet: outer Ethernet is not counted; IP + UDP + VXLAN headers.
 VXLAN_OVERHEAD = {4: 50, 6: 70}
 
 DEFAULTS: Mapping[str, Any] = {
     "cidr": "10.1.0.0/16",
     "node-prefix": 24,
-    "backend": "host-gw",
+    "backend": "vxlan",
     "mtu": 1500,
     "vni": 1,
     "vxlan-port": 4789,
@@ -98,6 +104,9 @@ def parse_settings(config: Mapping[str, Any]) -> Settings:
         raise ConfigError("cidr", "only IPv4 pod networks are supported")
     if cidr.prefixlen > 28:
         raise ConfigError("cidr", f"{cidr} is too small for a pod network (at most /28)")
+    unusable = next((n for n in UNUSABLE_FOR_PODS if cidr.overlaps(n)), None)
+    if unusable is not None:
+        raise ConfigError("cidr", f"{cidr} overlaps {unusable}, which pods cannot use")
     node_prefix = _int_option(config, "node-prefix", 1, 28)
     if node_prefix < cidr.prefixlen:
         raise ConfigError(
@@ -245,7 +254,18 @@ class Dataplane:
 
 
 def masquerade_rules(cluster_cidr: str, service_cidr: str | None = None) -> tuple[str, ...]:
-    """The masquerade chain's iptables rules, written as ``iptables -S`` prints them."""
+    """The masquerade chain's iptables rules, written as ``iptables -S`` prints them.
+
+    Raises:
+        DataplaneError: `service_cidr` is not of the pod network's IP family (its rule would
+            be one iptables cannot hold).
+    """
+    if service_cidr:
+        pods, services = ipaddress.ip_network(cluster_cidr), ipaddress.ip_network(service_cidr)
+        if pods.version != services.version:
+            raise DataplaneError(
+                f"service-cidr {services} is not of the pod network's IP family ({pods})"
+            )
     rules = [f"-s {cluster_cidr} -d {cluster_cidr} -j RETURN"]
     if service_cidr:
         rules.append(f"-s {cluster_cidr} -d {service_cidr} -j RETURN")
@@ -259,7 +279,8 @@ def desired_dataplane(
     """What the kernel of `local` must hold to reach every peer's pods.
 
     Raises:
-        DataplaneError: host-gw with a non-IPv4 underlay address.
+        DataplaneError: host-gw with a non-IPv4 underlay address, or a service CIDR of
+            another IP family than the pod network.
     """
     others = sorted(
         (p for p in peers if p.name != local.name and p.subnet != local.subnet),

@@ -1,8 +1,9 @@
 """Interface ``kaji-cni`` (scope: container): the cni subordinate and its principal.
 
-The principal's endpoint ``cni`` (control-plane or worker) is the requirer; the cni
-subordinate's endpoint ``cni`` is the provider. Both sides write unit databags only: with
-container scope each side sees exactly its partner on the same machine.
+The principal's endpoint ``cni`` (control-plane or worker) is the provider; the cni
+subordinate's endpoint ``cni`` is the requirer, because Juju refuses a subordinate charm without
+a container-scoped ``requires`` endpoint. Both sides write unit databags only: with container
+scope each side sees exactly its partner on the same machine.
 
 Principal unit databag::
 
@@ -23,11 +24,13 @@ from dataclasses import dataclass
 
 from kaji.interfaces._base import (
     Fields,
+    RelationDataError,
     check_absolute_path,
     check_cidr,
     check_dns_subdomain,
     check_subnet_of,
     encode,
+    network,
 )
 
 INTERFACE = "kaji-cni"
@@ -35,7 +38,7 @@ INTERFACE = "kaji-cni"
 
 @dataclass(frozen=True)
 class CniPrincipalUnit:
-    """What the principal (control-plane or worker) unit tells its cni subordinate."""
+    """Provider side: what the principal (control-plane or worker) unit tells its cni."""
 
     service_cidr: str
     node_name: str
@@ -61,16 +64,37 @@ class CniPrincipalUnit:
         )
 
 
-def read_principal_unit(databag: Mapping[str, str]) -> CniPrincipalUnit | None:
-    """On the cni side: the principal's data, or None while it has written nothing."""
+def read_principal_unit(
+    databag: Mapping[str, str], *, cluster_cidr: str | None = None
+) -> CniPrincipalUnit | None:
+    """Requirer (cni) side: the principal's data, or None while it has written nothing.
+
+    Args:
+        databag: the principal unit's databag.
+        cluster_cidr: when given (the pod network cni is configured with), ``service-cidr``
+            must be of the same IP family: a service network of the other family would get
+            rules and routes of the pod network's family.
+
+    Raises:
+        RelationDataError: malformed data, or a service CIDR of another IP family.
+    """
     if not Fields(databag):
         return None
-    return CniPrincipalUnit.from_databag(databag)
+    data = CniPrincipalUnit.from_databag(databag)
+    if cluster_cidr is not None:
+        pods = network(check_cidr("cluster-cidr", cluster_cidr))
+        if network(data.service_cidr).version != pods.version:
+            raise RelationDataError(
+                "service-cidr",
+                f"{data.service_cidr} is not of the pod network's IP family"
+                f" (IPv{pods.version}: {pods.compressed})",
+            )
+    return data
 
 
 @dataclass(frozen=True)
 class CniUnit:
-    """What the cni subordinate unit tells its principal."""
+    """Requirer side: what the cni subordinate unit tells its principal."""
 
     cluster_cidr: str
     cni_conf_path: str
@@ -109,7 +133,7 @@ class CniUnit:
 
 
 def read_cni_unit(databag: Mapping[str, str]) -> CniUnit | None:
-    """Principal side: the cni subordinate's data, or None while it has written nothing."""
+    """Provider (principal) side: the cni subordinate's data, or None while it wrote nothing."""
     if not Fields(databag):
         return None
     return CniUnit.from_databag(databag)

@@ -3,7 +3,8 @@
 Unit databag (each cni unit)::
 
     node-name         str   the Kubernetes node name of its principal (DNS-1123 subdomain)
-    underlay-address  str   the machine address pod traffic to this node is routed via
+    underlay-address  str   the machine address pod traffic to this node is routed via; a
+                            reader checks it is the unit's ``ingress-address`` (from Juju)
 
 Application databag (cni leader)::
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from kaji.interfaces._base import (
     Fields,
@@ -71,10 +72,43 @@ class CniNetworkUnit:
 
 
 def read_network_unit(databag: Mapping[str, str]) -> CniNetworkUnit | None:
-    """A cni unit's peer data, or None while it has written nothing."""
+    """A cni unit's peer data, or None while it has written nothing (no address check)."""
     if not Fields(databag):
         return None
     return CniNetworkUnit.from_databag(databag)
+
+
+def read_peer_network_unit(databag: Mapping[str, str]) -> CniNetworkUnit | None:
+    """Another cni unit's peer data, its ``underlay-address`` checked against Juju's.
+
+    Every node routes a peer's pod subnet via that peer's ``underlay-address``, so the claim
+    must be the address Juju itself reports for the unit on this relation: the
+    ``ingress-address`` Juju puts in the same databag (what the unit's own ``network``
+    binding gives it). Anything else (another node's address, 0.0.0.0, a broadcast or
+    service address) is refused.
+
+    Raises:
+        RelationDataError: malformed data, no ``ingress-address`` to check the claim against,
+            or a claim that is not that address.
+    """
+    data = read_network_unit(databag)
+    if data is None:
+        return None
+    juju = databag.get("ingress-address")
+    try:
+        known = ip_address(juju).compressed if isinstance(juju, str) else None
+    except ValueError:
+        known = None
+    if known is None:
+        raise RelationDataError(
+            "underlay-address", "Juju gave no ingress-address to check the claim against"
+        )
+    if data.underlay_address != known:
+        raise RelationDataError(
+            "underlay-address",
+            f"{data.underlay_address} is not the unit's ingress address {known} (from Juju)",
+        )
+    return data
 
 
 def _check_disjoint(key: str, subnets: Mapping[str, str]) -> None:

@@ -45,8 +45,23 @@ def principal(node_name: str = "node-0") -> testing.SubordinateRelation:
     return testing.SubordinateRelation("cni", remote_app_name="worker", remote_unit_data=bag, id=1)
 
 
-def peer_bag(node_name: str, address: str) -> dict[str, str]:
+def juju_keys(address: str) -> dict[str, str]:
+    """The keys Juju itself puts in a unit's databag, for a unit reached at `address`."""
+    return {
+        "egress-subnets": f"{address}/32",
+        "ingress-address": address,
+        "private-address": address,
+    }
+
+
+def claim(node_name: str, address: str) -> dict[str, str]:
+    """What a cni unit writes in its peer databag."""
     return CniNetworkUnit(node_name, address).to_databag()
+
+
+def peer_bag(node_name: str, address: str, *, ingress: str | None = None) -> dict[str, str]:
+    """A peer's databag as Juju shows it: its claim plus Juju's keys (ingress: its address)."""
+    return {**claim(node_name, address), **juju_keys(ingress or address)}
 
 
 def app_bag(cidr: str = "10.1.0.0/16", allocations: Mapping[str, str] | None = None) -> dict:

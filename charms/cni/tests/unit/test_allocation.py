@@ -6,7 +6,17 @@ import ipaddress
 import itertools
 
 import pytest
-from conftest import allocations, app_bag, context, own, peer_bag, peers, principal, state
+from conftest import (
+    allocations,
+    app_bag,
+    claim,
+    context,
+    own,
+    peer_bag,
+    peers,
+    principal,
+    state,
+)
 from ops import testing
 
 
@@ -103,7 +113,7 @@ def test_new_leader_keeps_what_the_old_leader_allocated(sandbox: object) -> None
     assert allocations(out) == existing
     assert out.get_relation(2).local_app_data == network.local_app_data
     assert out.unit_status == testing.ActiveStatus(
-        "host-gw: pod subnet 10.1.0.0/24, 2 peer(s); sandbox: kernel not programmed,"
+        "vxlan: pod subnet 10.1.0.0/24, 2 peer(s); sandbox: kernel not programmed,"
         " plan in /var/lib/kaji/cni/dataplane.json"
     )
 
@@ -209,7 +219,7 @@ def test_non_leader_waits_for_its_subnet(ctx: testing.Context) -> None:
     assert out.unit_status == testing.WaitingStatus(
         "waiting for the leader to allocate pod subnets"
     )
-    assert own(out.get_relation(2).local_unit_data) == peer_bag("node-0", "192.168.1.10")
+    assert own(out.get_relation(2).local_unit_data) == claim("node-0", "192.168.1.10")
     assert out.get_relation(2).local_app_data == {}
 
 

@@ -17,7 +17,9 @@ def _meta() -> dict:
 def test_endpoints_are_the_relation_contract() -> None:
     meta = _meta()
     assert meta.get("subordinate") is True
-    assert meta.get("provides") == {"cni": {"interface": "kaji-cni", "scope": "container"}}
+    # Juju refuses a subordinate without a container-scoped `requires` endpoint.
+    assert meta.get("requires") == {"cni": {"interface": "kaji-cni", "scope": "container"}}
+    assert "provides" not in meta
     assert meta.get("peers") == {"network": {"interface": "kaji-cni-network"}}
 
 

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import podnet
 import pytest
-from conftest import SERVICE_CIDR, app_bag, files_under, own, peer_bag, peers, principal, state
+from conftest import (
+    SERVICE_CIDR,
+    app_bag,
+    claim,
+    files_under,
+    own,
+    peer_bag,
+    peers,
+    principal,
+    state,
+)
 from ops import testing
 
 from kaji.interfaces.cni import CniUnit
@@ -24,10 +34,20 @@ def _network() -> testing.PeerRelation:
     )
 
 
+def test_default_backend_is_vxlan(ctx: testing.Context, sandbox: Path) -> None:
+    out = ctx.run(ctx.on.update_status(), state(principal(), _network()))
+    assert out.unit_status.message.startswith("vxlan: pod subnet 10.1.0.0/24, 2 peer(s)")
+    plan = json.loads((sandbox / PLAN).read_text())
+    assert plan["backend"] == "vxlan"
+    assert plan["vxlan"]["local"] == "192.168.1.10"
+    assert json.loads((sandbox / CONFLIST).read_text())["plugins"][0]["mtu"] == 1450
+
+
 def test_node_is_rendered_published_and_recorded_not_programmed(
     ctx: testing.Context, sandbox: Path
 ) -> None:
-    out = ctx.run(ctx.on.update_status(), state(principal(), _network()))
+    host_gw = {"backend": "host-gw"}
+    out = ctx.run(ctx.on.update_status(), state(principal(), _network(), config=host_gw))
     assert out.unit_status == testing.ActiveStatus(
         "host-gw: pod subnet 10.1.0.0/24, 2 peer(s); sandbox: kernel not programmed,"
         " plan in /var/lib/kaji/cni/dataplane.json"
@@ -52,7 +72,7 @@ def test_node_is_rendered_published_and_recorded_not_programmed(
         "10.1.0.0/16", "/etc/cni/net.d", "10.1.0.0/24"
     )
     # Peers learn the node name (from the principal) and the underlay (the network binding).
-    assert own(out.get_relation(2).local_unit_data) == peer_bag("node-0", "192.168.1.10")
+    assert own(out.get_relation(2).local_unit_data) == claim("node-0", "192.168.1.10")
 
 
 def test_second_reconcile_writes_nothing_and_keeps_data_identical(
@@ -106,14 +126,14 @@ def test_departed_peer_leaves_the_plan(ctx: testing.Context, sandbox: Path) -> N
         ctx.on.relation_departed(network, remote_unit=1, departing_unit=1),
         state(principal(), network),
     )
-    assert out.unit_status.message.startswith("host-gw: pod subnet 10.1.0.0/24, 1 peer(s)")
+    assert out.unit_status.message.startswith("vxlan: pod subnet 10.1.0.0/24, 1 peer(s)")
     plan = json.loads((sandbox / PLAN).read_text())
     assert [r["dst"] for r in plan["routes"]] == ["10.1.2.0/24"]
 
 
 def test_underlay_is_the_network_binding_address(ctx: testing.Context, sandbox: Path) -> None:
     out = ctx.run(ctx.on.update_status(), state(principal(), _network(), address="10.20.30.40"))
-    assert own(out.get_relation(2).local_unit_data) == peer_bag("node-0", "10.20.30.40")
+    assert own(out.get_relation(2).local_unit_data) == claim("node-0", "10.20.30.40")
     assert json.loads((sandbox / PLAN).read_text())["underlay"] == "10.20.30.40"
 
 
@@ -123,7 +143,10 @@ def test_underlay_is_the_network_binding_address(ctx: testing.Context, sandbox: 
         ({}, testing.WaitingStatus("waiting for the node name from worker/0")),
         (
             {"node-name": '"Not_A_Name"', "service-cidr": '"10.152.183.0/24"'},
-            testing.BlockedStatus("worker/0 sent invalid cni data: node-name"),
+            testing.BlockedStatus(
+                "worker/0 sent invalid cni data: node-name (not a DNS-1123 subdomain:"
+                " 'Not_A_Name')"
+            ),
         ),
     ],
 )

@@ -10,7 +10,7 @@ import pytest
 
 from kaji.host import CommandResult
 
-SETTINGS = podnet.parse_settings({})
+SETTINGS = podnet.parse_settings({"backend": "host-gw"})
 LOCAL = podnet.Node("cni/0", "10.1.0.0/24", "192.168.1.10")
 PEERS = [
     podnet.Node("cni/1", "10.1.1.0/24", "192.168.1.11"),
@@ -103,6 +103,12 @@ def test_conflist_is_bridge_host_local_portmap_loopback() -> None:
     assert text == podnet.render_conflist(
         SETTINGS, "10.1.3.0/24", mtu=1450, ipam_data_dir="/tmp/x"
     )
+
+
+def test_vxlan_is_the_default_backend() -> None:
+    # host-gw needs L2 adjacency (or a cloud routing pod subnets): not the default.
+    assert podnet.parse_settings({}).backend == "vxlan"
+    assert podnet.DEFAULTS["backend"] == "vxlan"
 
 
 def test_vxlan_mtu_overhead_depends_on_the_underlay_family() -> None:
