@@ -3,11 +3,13 @@
 A kaji charm does not handle events one by one. Every event that can change what the machine
 must hold triggers the same ``reconcile()``, which reads the whole picture (config, relations,
 secrets) and makes the machine match it; ``assess_status()`` says how the unit is doing. Both
-must be idempotent: a second run with nothing new changes nothing.
+must be idempotent: a second run with nothing new changes nothing. ``assess_status()`` is
+read-only: it reports what this dispatch's reconcile reached and never reconciles itself, since
+ops runs collect-status after actions too.
 
 A charm may opt in to a cheap ``update-status`` with :meth:`ReconcilingCharm.remember_reconciles`:
-after each full reconcile it records a digest of everything the reconcile read (config,
-leadership, every relation bag the unit may read, plus :meth:`ReconcilingCharm.reconcile_inputs`)
+after each full reconcile it records a digest of everything the reconcile read that others can
+change (config, the relation bags others write, plus :meth:`ReconcilingCharm.reconcile_inputs`)
 and the status it reached. ``update-status`` then skips the reconcile and reports that status
 while the digest is unchanged, the record is younger than its maximum age and the charm's own
 :meth:`ReconcilingCharm.still_healthy` check passes; otherwise it reconciles.
@@ -153,7 +155,9 @@ class ReconcilingCharm(ops.CharmBase):
 
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
         remembered = self._memory.remembered if self._memory is not None else None
-        event.add_status(remembered if remembered is not None else self.assess_status())
+        status = remembered if remembered is not None else self.assess_status()
+        if status is not None:
+            event.add_status(status)
 
     # -- cheap update-status (opt-in) --------------------------------------------------------
 
@@ -189,19 +193,22 @@ class ReconcilingCharm(ops.CharmBase):
         return True
 
     def inputs_digest(self) -> str:
-        """A digest of everything a reconcile reads.
+        """A digest of everything a reconcile reads that another party can change.
 
-        Config, leadership, every relation's id and the data bags this unit may read (its
-        own application's bag only on peer relations or when leader, as Juju allows), plus
-        :meth:`reconcile_inputs`.
+        Config, every relation's id and the data bags of other units and applications, plus
+        this application's bag on peer relations (the leader writes it for every unit) and
+        :meth:`reconcile_inputs`. Leadership is left out on purpose: gaining it always comes
+        with leader-elected, which reconciles in full, and Juju runs no hook on the unit that
+        lost it (its uniter only records the resignation), which has nothing on its machine to
+        undo. Likewise this application's bag on other relations, which only the leader
+        writes. So the former leader's next update-status stays cheap and writes nothing.
         """
-        leader = self.unit.is_leader()
         relations: dict[str, Any] = {}
         for endpoint, meta in self.meta.relations.items():
             peer = meta.role == ops.RelationRole.peer
             for relation in self.model.relations.get(endpoint, []):
                 bags: dict[str, Any] = {}
-                if peer or leader:
+                if peer:
                     bags["app"] = _bag(relation.data[self.app])
                 if relation.app is not None and relation.app.name != self.app.name:
                     bags["remote-app"] = _bag(relation.data[relation.app])
@@ -210,7 +217,6 @@ class ReconcilingCharm(ops.CharmBase):
                 relations[f"{endpoint}:{relation.id}"] = bags
         data = {
             "config": dict(self.config),
-            "leader": leader,
             "relations": relations,
             "extra": self.reconcile_inputs(),
         }
@@ -284,8 +290,14 @@ class ReconcilingCharm(ops.CharmBase):
         """Make the machine match the desired state; must be idempotent."""
         raise NotImplementedError
 
-    def assess_status(self) -> ops.StatusBase:
-        """Say how the unit is doing, for ``juju status``."""
+    def assess_status(self) -> ops.StatusBase | None:
+        """The status this dispatch's reconcile reached, or None when none ran.
+
+        Called from collect-status, which ops runs after every hook *and after every action*:
+        it must be read-only (no file, service, relation data or secret changes, and never a
+        reconcile). None leaves the unit's status as Juju already has it, which is what an
+        action, or an event the charm does not reconcile on, should do.
+        """
         raise NotImplementedError
 
 

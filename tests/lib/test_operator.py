@@ -161,13 +161,12 @@ def test_unchanged_update_status_reports_the_recorded_status_without_reconciling
     "change",
     [
         lambda s: dataclasses.replace(s, config={"colour": "blue"}),
-        lambda s: dataclasses.replace(s, leader=False),
         lambda s: _with(s, testing.Relation("db", id=1, remote_app_data={"a": "2"})),
         lambda s: _with(s, testing.Relation("db", id=1, remote_units_data={0: {"u": "1"}})),
         lambda s: _with(s, testing.PeerRelation("cluster", id=2, local_app_data={"p": "2"})),
         lambda s: _with(s, testing.Relation("db", id=3)),
     ],
-    ids=["config", "leadership", "remote-app", "remote-unit", "peer-app", "new-relation"],
+    ids=["config", "remote-app", "remote-unit", "peer-app", "new-relation"],
 )
 def test_a_changed_input_reconciles(
     machine: Path, change: Callable[[testing.State], testing.State]
@@ -176,6 +175,18 @@ def test_a_changed_input_reconciles(
     state = c.run(c.on.config_changed(), settled_state(config={"colour": "red"}))
     c.run(c.on.update_status(), change(state))
     assert RememberingCharm.reconciles == ["probe/0", "probe/0"]
+
+
+def test_the_former_leaders_update_status_stays_cheap_and_writes_nothing(machine: Path) -> None:
+    """Juju runs no hook on a deposed leader; its first update-status must still be idle."""
+    c = remembering()
+    state = c.run(c.on.config_changed(), settled_state(config={"colour": "red"}))
+    record_file = machine / RECORD.lstrip("/")
+    before = record_file.read_bytes()
+    out = c.run(c.on.update_status(), dataclasses.replace(state, leader=False))
+    assert RememberingCharm.reconciles == ["probe/0"]
+    assert out.unit_status == testing.ActiveStatus("colour red")
+    assert record_file.read_bytes() == before
 
 
 def test_extra_inputs_are_part_of_the_digest(
@@ -287,3 +298,4 @@ def test_lazy_import_runs_the_module_on_first_attribute_access(
     assert sys.kaji_lazy_ran is True  # type: ignore[attr-defined]
     with pytest.raises(ModuleNotFoundError):
         lazy_import("kaji_no_such_module_here")
+
