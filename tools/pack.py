@@ -6,25 +6,31 @@ no LXD) inside a private mount namespace in which an Ubuntu 24.04 os-release fil
 bind-mounted over /etc/os-release and /usr/lib/os-release; the host's own files are never
 touched and the bind mounts vanish with the namespace.
 
+Each charm packs with a plain `charmcraft pack` in its own directory: nothing is copied into
+it first. The shared library comes in through the charm's `kaji` part (a dump part whose source
+is ../../lib, the repository's one copy), as it does for anyone running `charmcraft pack` there.
 Per charm:
 
-1. lib/kaji is copied afresh into charms/<charm>/lib/kaji (git-ignored), without caches.
-2. The charm directory is copied afresh into build/.work/<charm>/ (tests and caches left out)
-   and charmcraft packs there, so its parts/, stage/ and prime/ never enter the source tree;
-   the pack directory is removed afterwards. The charm plugin's dependency venv is kept in
-   build/.work/deps/<charm>/ and handed back to charmcraft while requirements.txt, the parts:
-   section, the charm's Python and charmcraft's version are unchanged (a warm pack).
-3. The packed charm is moved to build/<charm-name>.charm (stable name, one per charm, for the
-   machine's architecture).
+1. charmcraft's work dirs (parts/, stage/, prime/, overlay/) kept from the last pack are moved
+   back into the charm directory when nothing they depend on changed (charmcraft, the charm
+   Python, the file lists of the charm and lib/kaji), so the charm plugin reuses its venv.
+2. `charmcraft pack --destructive-mode --platform <arch>` runs in the charm directory.
+3. The charm goes to build/<charm-name>.charm (stable name, one per charm, for the machine's
+   architecture); the work dirs go to build/.work/<charm>/, out of the source tree.
+
+--plain instead runs only step 2 (without --platform), from a clean state, then moves the charm
+to the build dir and removes the work dirs: the pack every charm author and pytest-operator's
+`ops_test.build_charm` does.
 
 charmcraft itself runs from a venv made by the system's /usr/bin/python3 with
 --system-site-packages (for python3-apt), created once and then reused. The charm's own
 dependencies are installed by charmcraft's `charm` plugin with the interpreter of the charm's
 base (Python 3.12 on Ubuntu 24.04), so binary wheels in the charm match the machine it runs on.
 
-Usage: tools/pack.py [--charm DIR ...] [--build-dir DIR] [--venv DIR] [--python PATH]
-                     [--jobs N] [--clean]
-       --clean drops the dependency caches first (a cold pack, charmcraft venv kept).
+Usage: tools/pack.py [CHARM ...] [--charm DIR ...] [--plain] [--build-dir DIR] [--venv DIR]
+                     [--python PATH] [--jobs N] [--clean]
+       CHARM is a name under charms/ or a directory; default: every charm under charms/.
+       --clean drops the kept work dirs first (a cold pack, charmcraft venv kept).
 Needs: root (or unprivileged user namespaces), util-linux's unshare, python3-venv, python3-apt.
 """
 
@@ -32,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
+import fcntl
 import glob
 import hashlib
 import os
@@ -42,7 +50,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 CHARMCRAFT_SPEC = ("charmcraft>=4,<5", "pyopenssl>=24")
@@ -174,19 +184,6 @@ def find_target_python(explicit: str | None) -> Path:
     )
 
 
-def copy_shared_lib(charm_dir: Path) -> None:
-    """Replace charms/<charm>/lib/kaji with a fresh copy of lib/kaji (no caches)."""
-    dest = charm_dir / "lib" / "kaji"
-    if dest.is_symlink() or dest.is_file():
-        dest.unlink()
-    elif dest.exists():
-        shutil.rmtree(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(
-        ROOT / "lib" / "kaji", dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-    )
-
-
 def pack_env(target_python: Path, bin_dir: Path) -> dict[str, str]:
     """Environment for charmcraft: non-interactive, target python first on PATH."""
     bin_dir.mkdir(parents=True, exist_ok=True)
@@ -205,10 +202,41 @@ def pack_env(target_python: Path, bin_dir: Path) -> dict[str, str]:
     return env
 
 
-def run_charmcraft(
-    charmcraft: Path, project: Path, env: dict[str, str], log_path: Path, arch: str
-) -> None:
+LEGACY_METADATA = ("metadata.yaml", "config.yaml", "actions.yaml")
+"""Files charmcraft reads beside charmcraft.yaml; kaji's charms keep everything in the latter."""
+WORK_DIRS = ("parts", "stage", "prime", "overlay")
+"""charmcraft's work directories: in destructive mode they are made in the charm directory."""
+CACHES = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"}
+"""Test and tool caches: never packed (each charm's .jujuignore), not part of the sources."""
+LISTING_SKIP = {*WORK_DIRS, *CACHES}
+
+
+class Charmcraft(NamedTuple):
+    """How to run charmcraft here: its path, its environment, the platform, the charm Python."""
+
+    path: Path
+    env: dict[str, str]
+    arch: str
+    python: Path
+
+    def version(self) -> str:
+        """The installed charmcraft version, from its venv's dist-info."""
+        found = sorted(self.path.parent.parent.glob("lib/python*/site-packages/charmcraft-*"))
+        return (
+            found[0].name.removeprefix("charmcraft-").removesuffix(".dist-info") if found else "?"
+        )
+
+
+def run_charmcraft(tool: Charmcraft, project: Path, log_path: Path, extra: list[str]) -> None:
     """Run `charmcraft pack --destructive-mode` in project inside the os-release namespace."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    strays = [n for n in LEGACY_METADATA if (project / n).exists()]
+    if strays:
+        log(
+            f"{project} holds {', '.join(strays)} beside charmcraft.yaml (ops.testing writes them "
+            "into a Context's charm_root): charmcraft refuses a config or actions section when "
+            "they exist"
+        )
     with tempfile.NamedTemporaryFile("w", prefix="kaji-os-release-", delete=False) as handle:
         handle.write(UBUNTU_OS_RELEASE)
         os_release = handle.name
@@ -223,19 +251,18 @@ def run_charmcraft(
         NAMESPACE_SCRIPT,
         "kaji-pack",
         os_release,
-        str(charmcraft),
+        str(tool.path),
         "pack",
         "--destructive-mode",
-        "--platform",
-        arch,
         "--verbose",
+        *extra,
     ]
     try:
         with log_path.open("w", encoding="utf-8") as out:
             result = subprocess.run(
                 cmd,
                 cwd=project,
-                env=env,
+                env=tool.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -251,112 +278,180 @@ def run_charmcraft(
         )
 
 
-COPY_IGNORE_ANYWHERE = ("__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache", ".ruff_cache")
-COPY_IGNORE_TOP = {"tests", "venv", ".venv", ".tox", "build", "parts", "stage", "prime", "overlay"}
-"""Left out of the pack: tests and caches, charmcraft outputs of a stray in-tree pack."""
-DEPS_CACHE_ITEMS = ("staging-venv", "charmcraft-dependencies-hash.txt")
-"""What the charm plugin leaves in its build dir and reuses when the dependencies are unchanged."""
+@contextlib.contextmanager
+def charm_lock(charm_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on one charm directory: one pack at a time works in it."""
+    digest = hashlib.sha256(str(charm_dir).encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"kaji-pack-{digest}.lock"
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def stage_project(charm_dir: Path, project: Path) -> None:
-    """Copy the charm's sources into an empty pack directory."""
-    anywhere = shutil.ignore_patterns(*COPY_IGNORE_ANYWHERE)
-
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        ignored = set(anywhere(directory, names))
-        if Path(directory) == charm_dir:
-            ignored |= {n for n in names if n in COPY_IGNORE_TOP or n.endswith(".charm")}
-        return ignored
-
-    if project.exists():
-        shutil.rmtree(project)
-    shutil.copytree(charm_dir, project, symlinks=True, ignore=ignore)
+def remove_work_dirs(charm_dir: Path) -> list[str]:
+    """Remove charmcraft's work directories from the charm directory; return which there were."""
+    found = [name for name in WORK_DIRS if (charm_dir / name).exists()]
+    for name in found:
+        shutil.rmtree(charm_dir / name)
+    return found
 
 
-def dependency_key(charm_dir: Path, target_python: tuple[int, int]) -> str:
-    """Hash everything that decides the charm's venv: requirements, parts, python, charmcraft."""
+def remove_stale_shared_copy(charm_dir: Path) -> None:
+    """Drop charms/<charm>/lib/kaji, the copy older versions of this script made."""
+    stale = charm_dir / "lib" / "kaji"
+    if stale.is_symlink() or stale.is_file():
+        stale.unlink()
+    elif stale.is_dir():
+        shutil.rmtree(stale)
+    else:
+        return
+    log(f"removed {stale}, a copy of lib/kaji left by an older tools/pack.py")
+    with contextlib.suppress(OSError):
+        stale.parent.rmdir()
+
+
+def listing(root: Path) -> list[str]:
+    """Relative paths of every file under root (charmcraft's work dirs and caches left out)."""
+    found = []
+    for directory, dirnames, filenames in os.walk(root):
+        here = Path(directory)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if d not in LISTING_SKIP and not (here == root and d.endswith(".charm"))
+        )
+        found += [(here / f).relative_to(root).as_posix() for f in filenames]
+    return sorted(f for f in found if not f.endswith((".pyc", ".charm")))
+
+
+def cache_key(charm_dir: Path, tool: Charmcraft) -> str:
+    """What must not change for charmcraft's work dirs to be reused.
+
+    charmcraft itself notices changed files, a changed parts: section and changed requirements
+    (the charm plugin hashes them), but not a file that was deleted or renamed: the file lists
+    of the charm and of lib/kaji are part of the key, with charmcraft and the charm Python.
+    """
     digest = hashlib.sha256()
-    requirements = charm_dir / "requirements.txt"
-    if requirements.is_file():
-        digest.update(requirements.read_bytes())
-    text = (charm_dir / "charmcraft.yaml").read_text(encoding="utf-8")
-    parts = re.search(r"^parts:\n(?:[ \t#].*\n|\n)*", text + "\n", re.MULTILINE)
-    digest.update((parts.group(0) if parts else "").encode())
-    digest.update(repr((target_python, CHARMCRAFT_SPEC)).encode())
+    parts = (CHARMCRAFT_SPEC, tool.version(), str(tool.python), tool.arch)
+    digest.update(repr(parts).encode())
+    for root in (charm_dir, ROOT / "lib" / "kaji"):
+        digest.update(repr((str(root), listing(root) if root.is_dir() else [])).encode())
     return digest.hexdigest()
 
 
-def restore_dependencies(cache: Path, key: str, project: Path) -> bool:
-    """Put a cached staging venv into the project so charmcraft reuses it; return if it did."""
+def sources_digest(charm_dir: Path) -> str:
+    """A digest of every source file's path and content (the charm and lib/kaji)."""
+    digest = hashlib.sha256()
+    for root in (charm_dir, ROOT / "lib" / "kaji"):
+        for name in listing(root) if root.is_dir() else []:
+            digest.update(f"{root}/{name}".encode())
+            with contextlib.suppress(OSError):
+                digest.update(hashlib.sha256((root / name).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def restore_work_dirs(cache: Path, key: str, charm_dir: Path) -> bool:
+    """Move the work dirs parked after the last pack back into the charm; return if it did."""
     stamp = cache / "key"
     if not stamp.is_file() or stamp.read_text(encoding="utf-8") != key:
+        shutil.rmtree(cache, ignore_errors=True)
         return False
-    if not all((cache / item).exists() for item in DEPS_CACHE_ITEMS):
-        return False
-    # Hard links: charmcraft only reads these (its build step copies them).
-    shutil.copytree(
-        cache / "staging-venv", project / "staging-venv", symlinks=True, copy_function=os.link
-    )
-    shutil.copy2(cache / DEPS_CACHE_ITEMS[1], project / DEPS_CACHE_ITEMS[1])
-    # The charm builder packs every file of its build dir except /staging-venv: keep the hash
-    # file out of the charm (in the pack copy only; .jujuignore itself is never packed).
-    with (project / ".jujuignore").open("a", encoding="utf-8") as ignore:
-        ignore.write(f"\n/{DEPS_CACHE_ITEMS[1]}\n")
+    for name in WORK_DIRS:
+        if (cache / name).exists():
+            (cache / name).rename(charm_dir / name)
     return True
 
 
-def save_dependencies(project: Path, cache: Path, key: str) -> None:
-    """Keep the charm part's staging venv for the next pack of the same dependencies."""
-    built = project / "parts" / "charm" / "build"
-    if not all((built / item).exists() for item in DEPS_CACHE_ITEMS):
-        return
-    if cache.exists():
-        shutil.rmtree(cache)
+def park_work_dirs(charm_dir: Path, cache: Path, key: str) -> None:
+    """Move charmcraft's work dirs out of the source tree, to be reused by the next pack."""
+    shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True)
-    for item in DEPS_CACHE_ITEMS:
-        shutil.move(str(built / item), cache / item)
+    for name in WORK_DIRS:
+        if (charm_dir / name).exists():
+            shutil.move(str(charm_dir / name), cache / name)
     (cache / "key").write_text(key, encoding="utf-8")
 
 
-def pack_one(
-    charm_dir: Path,
-    build_dir: Path,
-    charmcraft: Path,
-    env: dict[str, str],
-    arch: str,
-    target_python: tuple[int, int],
-) -> Path:
-    """Pack one charm from a fresh copy of its sources; return build/<name>.charm."""
-    started = time.monotonic()
-    name = charm_name(charm_dir)
-    copy_shared_lib(charm_dir)
-    work = build_dir / ".work"
-    project = work / charm_dir.name
-    cache = work / "deps" / charm_dir.name
-    stage_project(charm_dir, project)
-    key = dependency_key(charm_dir, target_python)
-    reused = restore_dependencies(cache, key, project)
-    log_path = build_dir / "logs" / f"{name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    run_charmcraft(charmcraft, project, env, log_path, arch)
-    produced = sorted(project.glob("*.charm"))
-    if len(produced) != 1:
-        raise SystemExit(f"pack: expected one .charm in {project}, found {produced}")
-    dest = build_dir / f"{name}.charm"
+def collect(charm_dir: Path, name: str, tool: Charmcraft, dest: Path) -> Path:
+    """Move the charm charmcraft just packed in charm_dir to dest."""
+    produced = charm_dir / f"{name}_{tool.arch}.charm"
+    if not produced.is_file():
+        found = sorted(p.name for p in charm_dir.glob("*.charm"))
+        raise SystemExit(f"pack: charmcraft left no {produced.name} in {charm_dir} ({found})")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
         dest.unlink()
-    shutil.move(str(produced[0]), dest)
-    save_dependencies(project, cache, key)
-    shutil.rmtree(project)
-    deps = "reused" if reused else "installed"
-    log(f"{dest} ({time.monotonic() - started:.1f}s, dependencies {deps})")
+    shutil.move(str(produced), dest)
+    return dest
+
+
+def pack_one(charm_dir: Path, build_dir: Path, tool: Charmcraft) -> Path:
+    """Pack one charm in its directory, warm when possible; return build/<name>.charm."""
+    started = time.monotonic()
+    name = charm_name(charm_dir)
+    cache = build_dir / ".work" / charm_dir.name
+    log_path = build_dir / "logs" / f"{name}.log"
+    with charm_lock(charm_dir):
+        remove_stale_shared_copy(charm_dir)
+        if left := remove_work_dirs(charm_dir):
+            log(f"removed charmcraft's {', '.join(left)} left in {charm_dir} by another pack")
+        key = cache_key(charm_dir, tool)
+        reused = restore_work_dirs(cache, key, charm_dir)
+        before = sources_digest(charm_dir)
+        try:
+            run_charmcraft(tool, charm_dir, log_path, ["--platform", tool.arch])
+            dest = collect(charm_dir, name, tool, build_dir / f"{name}.charm")
+        except BaseException:
+            remove_work_dirs(charm_dir)
+            shutil.rmtree(cache, ignore_errors=True)
+            raise
+        if sources_digest(charm_dir) == before:
+            park_work_dirs(charm_dir, cache, key)
+        else:
+            # charmcraft notices changes by modification time: a file changed while it ran
+            # could look older than its record and never be packed. The next pack is cold.
+            remove_work_dirs(charm_dir)
+            shutil.rmtree(cache, ignore_errors=True)
+            log(f"{charm_dir} or lib/kaji changed during the pack: its work dirs are dropped")
+    state = "warm: charmcraft's work dirs reused" if reused else "cold"
+    log(f"{dest} ({time.monotonic() - started:.1f}s, {state})")
+    return dest
+
+
+def pack_plain(charm_dir: Path, build_dir: Path, tool: Charmcraft) -> Path:
+    """`charmcraft pack` in the charm directory as a charm author runs it, from a clean state.
+
+    Nothing is copied or prepared: the namespace wrapper and the Python on PATH stand in for an
+    Ubuntu 24.04 host. The charm is then moved to build_dir and charmcraft's work dirs removed.
+    """
+    started = time.monotonic()
+    name = charm_name(charm_dir)
+    log_path = build_dir / "logs" / f"{name}.plain.log"
+    with charm_lock(charm_dir):
+        if left := remove_work_dirs(charm_dir):
+            log(f"removed charmcraft's {', '.join(left)} in {charm_dir}: plain packs start clean")
+        try:
+            run_charmcraft(tool, charm_dir, log_path, [])
+            dest = collect(charm_dir, name, tool, build_dir / f"{name}.charm")
+        finally:
+            remove_work_dirs(charm_dir)
+    log(f"{dest} (plain `charmcraft pack` in {charm_dir}, {time.monotonic() - started:.1f}s)")
     return dest
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: pack the charms and report where they are."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("charms", nargs="*", metavar="CHARM", help="charm dir or name")
     parser.add_argument("--charm", action="append", default=[], help="charm dir (repeatable)")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain `charmcraft pack` in each charm directory from a clean state, no cache",
+    )
     parser.add_argument("--build-dir", default=str(ROOT / "build"))
     parser.add_argument(
         "--venv",
@@ -365,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--python", default=os.environ.get("KAJI_CHARM_PYTHON"))
     parser.add_argument(
-        "--clean", action="store_true", help="drop cached charm dependencies first"
+        "--clean", action="store_true", help="drop charmcraft's kept work dirs first (cold pack)"
     )
     parser.add_argument(
         "--jobs",
@@ -375,26 +470,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    arch = DEB_ARCH.get(platform.machine(), platform.machine())
     build_dir = Path(args.build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    charms = find_charms(args.charm)
-    charmcraft = ensure_charmcraft(Path(args.venv).resolve())
-    target_python = find_target_python(args.python)
-    env = pack_env(target_python, build_dir / ".work" / "_bin")
-    version = python_version(str(target_python)) or TARGET_PYTHON
-    log(f"charmcraft {charmcraft}, charm python {target_python}, platform {arch}")
+    charms = find_charms([*args.charms, *args.charm])
+    python = find_target_python(args.python)
+    tool = Charmcraft(
+        path=ensure_charmcraft(Path(args.venv).resolve()),
+        env=pack_env(python, build_dir / ".work" / "_bin"),
+        arch=DEB_ARCH.get(platform.machine(), platform.machine()),
+        python=python,
+    )
+    log(f"charmcraft {tool.path} ({tool.version()}), charm python {python}, platform {tool.arch}")
     if args.clean:
-        shutil.rmtree(build_dir / ".work" / "deps", ignore_errors=True)
+        for charm_dir in charms:
+            shutil.rmtree(build_dir / ".work" / charm_dir.name, ignore_errors=True)
+    pack = pack_plain if args.plain else pack_one
     # The first charm packs alone: if the charm plugin's build packages are missing,
     # charmcraft apt-installs them then, and two apt-gets must not race for the dpkg lock.
-    pack_one(charms[0], build_dir, charmcraft, env, arch, version)
+    pack(charms[0], build_dir, tool)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [
-            pool.submit(pack_one, charm_dir, build_dir, charmcraft, env, arch, version)
-            for charm_dir in charms[1:]
-        ]
+        futures = [pool.submit(pack, charm_dir, build_dir, tool) for charm_dir in charms[1:]]
         for future in futures:
             future.result()
     log(f"packed {len(charms)} charm(s) in {time.monotonic() - started:.1f}s")
