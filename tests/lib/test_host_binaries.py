@@ -1,21 +1,40 @@
-"""kaji.host.binaries: verified tarball installs with an atomically switched ``current``."""
+"""kaji.host.binaries: verified tarball installs with an atomically switched ``current``.
+
+Downloads go through the model's proxies: a real forward proxy on loopback (plain GETs and
+CONNECT tunnels, tests below) shows every byte went through it, and that no_proxy hosts and
+a proxy-less model go direct.
+"""
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
+import http.client
 import http.server
 import io
 import os
+import select
+import socket
+import ssl
 import stat
 import tarfile
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kaji.host import BinaryInstallError, Host, install_binaries, installed_version
+from kaji import pki
+from kaji.host import (
+    BinaryInstallError,
+    Host,
+    ProxySettings,
+    fetch_text,
+    install_binaries,
+    installed_version,
+)
 
 FILES = ["etcd", "etcdctl"]
 
@@ -57,9 +76,9 @@ def file_member(name: str) -> tarfile.TarInfo:
 
 
 class Server:
-    """A static file server on 127.0.0.1 that counts requests."""
+    """A static file server on 127.0.0.1 that counts requests (TLS with ``tls``)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[str] = []
         requests = self.requests
 
@@ -73,9 +92,12 @@ class Server:
 
         handler = functools.partial(Handler, directory=str(directory))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
     def url(self, name: str) -> str:
         return f"{self.base}/{name}"
@@ -95,6 +117,13 @@ def served(tmp_path: Path) -> Iterator[tuple[Server, Path]]:
         yield server, directory
     finally:
         server.close()
+
+
+@pytest.fixture(autouse=True)
+def no_model_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the shell running the tests has set, the model here has no proxies."""
+    for name in ("JUJU_CHARM_HTTP_PROXY", "JUJU_CHARM_HTTPS_PROXY", "JUJU_CHARM_NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -350,4 +379,232 @@ def test_argument_errors(host: Host, tmp_path: Path, served: tuple[Server, Path]
         install_binaries(
             host, "etcd", "1.0", files=FILES, url="file:///etc/passwd", sha256="a" * 64
         )
+    assert installed_version(host, "etcd") is None
+
+
+# --- proxies -------------------------------------------------------------------------------------
+
+
+class Proxy:
+    """A forward HTTP proxy on 127.0.0.1: absolute-form requests and CONNECT tunnels.
+
+    ``names`` are host names only this proxy can resolve (to 127.0.0.1), so a download of one
+    can only have gone through it. Every request line is recorded in ``seen``, with the
+    Proxy-Authorization it carried in ``auth``; ``user`` (``name:password``) makes the proxy
+    refuse requests without those credentials (407).
+    """
+
+    def __init__(self, names: tuple[str, ...] = (), user: str | None = None) -> None:
+        self.seen: list[str] = []
+        self.auth: list[str | None] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _allowed(self) -> bool:
+                proxy.seen.append(f"{self.command} {self.path}")
+                given = self.headers.get("Proxy-Authorization")
+                proxy.auth.append(given)
+                if user is None or given == f"Basic {base64.b64encode(user.encode()).decode()}":
+                    return True
+                self.send_response(407)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return False
+
+            def do_GET(self) -> None:
+                if not self._allowed():
+                    return
+                target = urllib.parse.urlsplit(self.path)
+                assert target.scheme == "http", self.path
+                assert target.hostname, self.path
+                upstream = http.client.HTTPConnection(
+                    proxy.resolve(target.hostname), target.port or 80, timeout=10
+                )
+                upstream.request("GET", target.path or "/", headers={"Host": target.netloc})
+                response = upstream.getresponse()
+                body = response.read()
+                self.send_response(response.status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                upstream.close()
+
+            def do_CONNECT(self) -> None:
+                if not self._allowed():
+                    return
+                name, _, port = self.path.rpartition(":")
+                upstream = socket.create_connection((proxy.resolve(name), int(port)), timeout=10)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                sockets = [self.connection, upstream]
+                try:
+                    while True:
+                        ready, _, _ = select.select(sockets, [], [], 10)
+                        if not ready:
+                            return
+                        for sock in ready:
+                            data = sock.recv(65536)
+                            if not data:
+                                return
+                            (upstream if sock is self.connection else self.connection).sendall(
+                                data
+                            )
+                finally:
+                    upstream.close()
+                    self.close_connection = True
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.names = names
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def resolve(self, name: str) -> str:
+        return "127.0.0.1" if name in self.names or name == "127.0.0.1" else name
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+DOWNLOADS = "downloads.kaji.test"  # resolvable only by the proxy
+
+
+@pytest.fixture
+def proxy() -> Iterator[Proxy]:
+    server = Proxy((DOWNLOADS,))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_download_and_checksum_go_through_the_http_proxy(
+    host: Host, served: tuple[Server, Path], proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, www = served
+    sha = make_tarball(www / "etcd-1.0.tar.gz", "1.0")
+    (www / "SHA256SUMS").write_text(f"{sha}  etcd-1.0.tar.gz\n")
+    monkeypatch.setenv("JUJU_CHARM_HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("JUJU_CHARM_NO_PROXY", "127.0.0.1,localhost,::1")
+    # What urllib alone would use instead: a dead proxy, and a no_proxy covering everything.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("no_proxy", "*")
+    base = f"http://{DOWNLOADS}:{server.port}"
+
+    assert fetch_text(f"{base}/SHA256SUMS").split()[0] == sha
+    result = install_binaries(
+        host,
+        "etcd",
+        "1.0",
+        files=FILES,
+        url=f"{base}/etcd-1.0.tar.gz",
+        sha256=sha,
+        strip_components=1,
+    )
+    assert result.changed
+    assert host.run([str(result.path("etcd"))]).stdout == "etcd 1.0\n"
+    assert proxy.seen == [f"GET {base}/SHA256SUMS", f"GET {base}/etcd-1.0.tar.gz"]
+    assert server.requests == ["/SHA256SUMS", "/etcd-1.0.tar.gz"]
+
+
+def test_no_proxy_hosts_bypass_the_proxy(
+    host: Host, served: tuple[Server, Path], proxy: Proxy
+) -> None:
+    server, www = served
+    sha = make_tarball(www / "etcd-1.0.tar.gz", "1.0")
+    for no_proxy in ("127.0.0.1", "127.0.0.0/8", f"127.0.0.1:{server.port}", "*"):
+        proxies = ProxySettings.parse(proxy.url, proxy.url, f"localhost,{no_proxy}")
+        assert fetch_text(server.url("etcd-1.0.tar.gz"), proxies=proxies, limit=10)
+    proxies = ProxySettings.parse(proxy.url, proxy.url, "127.0.0.1")
+    install_binaries(
+        host,
+        "etcd",
+        "1.0",
+        files=FILES,
+        url=server.url("etcd-1.0.tar.gz"),
+        sha256=sha,
+        strip_components=1,
+        proxies=proxies,
+    )
+    assert proxy.seen == []
+    assert len(server.requests) == 5
+    # Another port of the same host is not covered by a host:port entry.
+    other = ProxySettings.parse(proxy.url, "", f"127.0.0.1:{server.port + 1}")
+    fetch_text(server.url("etcd-1.0.tar.gz"), proxies=other, limit=10)
+    assert proxy.seen == [f"GET {server.url('etcd-1.0.tar.gz')}"]
+
+
+def test_https_downloads_tunnel_through_the_https_proxy(
+    host: Host, tmp_path: Path, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = pki.create_ca("kaji-test-downloads")
+    key = pki.generate_private_key()
+    cert = pki.sign_csr(
+        pki.create_csr(key, pki.Identity.of(DOWNLOADS, dns_names=[DOWNLOADS])),
+        ca,
+        pki.Profile.SERVER,
+    )
+    (tmp_path / "server.pem").write_text(cert + key)
+    (tmp_path / "ca.pem").write_text(ca.cert_pem)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(tmp_path / "server.pem")
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # the client trusts our CA
+    www = tmp_path / "www"
+    www.mkdir()
+    sha = make_tarball(www / "etcd-1.0.tar.gz", "1.0")
+    server = Server(www, tls)
+    try:
+        url = f"https://{DOWNLOADS}:{server.port}/etcd-1.0.tar.gz"
+        http_only = ProxySettings.parse(http=proxy.url)
+        with pytest.raises(BinaryInstallError, match="download of"):
+            fetch_text(url, proxies=http_only)  # https is not sent to the http proxy
+        assert proxy.seen == []
+        monkeypatch.setenv("JUJU_CHARM_HTTPS_PROXY", proxy.url)
+        result = install_binaries(
+            host, "etcd", "1.0", files=FILES, url=url, sha256=sha, strip_components=1
+        )
+        assert result.changed
+        assert proxy.seen == [f"CONNECT {DOWNLOADS}:{server.port}"]
+        assert server.requests == ["/etcd-1.0.tar.gz"]
+    finally:
+        server.close()
+
+
+def test_proxy_credentials_are_sent_and_never_shown(
+    served: tuple[Server, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, www = served
+    (www / "SHA256SUMS").write_text("x\n")
+    guarded = Proxy((DOWNLOADS,), user="kaji:s3cr@t")
+    try:
+        base = guarded.url.removeprefix("http://")
+        monkeypatch.setenv("JUJU_CHARM_HTTP_PROXY", f"http://kaji:s3cr%40t@{base}")
+        assert fetch_text(f"http://{DOWNLOADS}:{server.port}/SHA256SUMS") == "x\n"
+        monkeypatch.setenv("JUJU_CHARM_HTTP_PROXY", f"http://kaji:wr0ng@{base}")
+        with pytest.raises(BinaryInstallError) as info:
+            fetch_text(f"http://{DOWNLOADS}:{server.port}/SHA256SUMS")
+        assert f"through proxy http://{base}" in str(info.value)
+        assert "407" in str(info.value)
+        assert "wr0ng" not in str(info.value)
+        assert guarded.auth[0] == f"Basic {base64.b64encode(b'kaji:s3cr@t').decode()}"
+    finally:
+        guarded.close()
+
+
+def test_unusable_proxy_settings_fail_the_download_by_name(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUJU_CHARM_HTTPS_PROXY", "http://proxy:99999")
+    with pytest.raises(BinaryInstallError, match=r"invalid model config juju-https-proxy"):
+        install_binaries(
+            host, "etcd", "1.0", files=FILES, url="https://dl.example/x", sha256="a" * 64
+        )
+    with pytest.raises(BinaryInstallError, match=r"invalid model config juju-https-proxy"):
+        fetch_text("https://dl.example/x")
     assert installed_version(host, "etcd") is None

@@ -2,6 +2,8 @@
 
 Its root, state and socket live under a temporary directory; the image is built here from
 Debian's busybox-static (an OCI archive holding /bin/busybox), imported with ``ctr`` and run.
+With the model's proxies in its environment, containerd's own image pulls (the CRI plugin's,
+which is what kubelet uses) go through a proxy on loopback, and no_proxy registries do not.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ import os
 import secrets
 import shutil
 import signal
+import socket
+import socketserver
+import struct
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +31,7 @@ import pytest
 from charm_source import load_charm_module
 
 from kaji import kubernetes
-from kaji.host import Host, ProcessManager, ServiceChange
+from kaji.host import Host, ProcessManager, ProxySettings, ServiceChange
 
 IMAGE = "kaji.test/busybox:1"
 
@@ -224,3 +230,130 @@ def test_containerd_with_rendered_config_runs_a_busybox_container(machine: Host)
     assert machine.services.pid("containerd") != pid
     _wait_for_socket(machine)
     assert IMAGE in _ctr(machine, "images", "ls", "-q")  # its content survived the restart
+
+
+class RecordingProxy:
+    """Records each request line (``CONNECT host:443``) and answers 502: nothing is fetched."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        seen = self.seen
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                line = self.rfile.readline(4096).decode("latin-1").strip()
+                if line:
+                    seen.append(line.rsplit(" ", 1)[0])  # without the HTTP version
+                self.wfile.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    header = struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream)
+    return header + payload
+
+
+def _cri_pull(socket_path: str, image: str, service: str, timeout: float = 60) -> bool:
+    """One CRI ``PullImage`` call, as kubelet makes it: gRPC over HTTP/2 on the socket.
+
+    Just enough HTTP/2 (prior knowledge, literal headers, one stream) to send the request and
+    wait for the call to end (True) or the connection to close (False); the answer (an error
+    here: nothing can be pulled) is not decoded.
+    """
+
+    def literal(name: str, value: str) -> bytes:  # HPACK: literal, not indexed, new name
+        return b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
+
+    def field(number: int, data: bytes) -> bytes:  # protobuf: length-delimited field < 128
+        return bytes([number << 3 | 2, len(data)]) + data
+
+    headers = b"".join(
+        literal(k, v)
+        for k, v in (
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", f"/{service}/PullImage"),
+            (":authority", "localhost"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        )
+    )
+    request = field(1, field(1, image.encode()))  # PullImageRequest{image: ImageSpec{image}}
+    message = b"\x00" + struct.pack(">I", len(request)) + request
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        sock.sendall(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+            + _frame(4, 0, 0)  # SETTINGS
+            + _frame(1, 0x4, 1, headers)  # HEADERS, END_HEADERS
+            + _frame(0, 0x1, 1, message)  # DATA, END_STREAM
+        )
+        buffer = b""
+        while True:
+            while len(buffer) < 9:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return False
+                buffer += chunk
+            length = int.from_bytes(buffer[:3], "big")
+            kind, flags = buffer[3], buffer[4]
+            stream = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
+            while len(buffer) < 9 + length:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return False
+                buffer += chunk
+            payload, buffer = buffer[9 : 9 + length], buffer[9 + length :]
+            if kind == 4 and not flags & 0x1:
+                sock.sendall(_frame(4, 0x1, 0))  # SETTINGS ACK
+            elif kind == 6 and not flags & 0x1:
+                sock.sendall(_frame(6, 0x1, 0, payload))  # PING ACK
+            elif stream == 1 and (kind == 3 or (kind == 1 and flags & 0x1)):
+                return True  # RST_STREAM, or the trailers: the call is over
+            elif kind == 7:
+                return False  # GOAWAY
+
+
+def test_containerd_pulls_images_through_the_model_proxies(machine: Host) -> None:
+    containerd = worker_module("containerd")
+    binaries = containerd.ContainerdBinaries(
+        containerd=shutil.which("containerd"),
+        runc=shutil.which("runc"),
+        cni_bin_dir="/usr/lib/cni",
+    )
+    machine.write_file(
+        containerd.CONFIG,
+        containerd.render_config(
+            machine,
+            binaries=binaries,
+            sandbox_image=kubernetes.pause_image("registry.k8s.io"),
+            cgroup_driver=containerd.cgroup_driver(machine),
+            cni_conf_dir="/etc/cni/net.d",
+        ),
+    )
+    proxy = RecordingProxy()
+    try:
+        proxies = ProxySettings.parse(proxy.url, proxy.url, "127.0.0.1,direct.kaji.test")
+        spec = containerd.service_spec(machine, binaries, proxy_environment=proxies.environment())
+        assert machine.services.ensure(spec) is ServiceChange.STARTED
+        _wait_for_socket(machine)
+        sock = str(machine.path(containerd.SOCKET))
+        for service in ("runtime.v1.ImageService", "runtime.v1alpha2.ImageService"):
+            assert _cri_pull(sock, "registry.kaji.test/busybox:1", service)
+            if proxy.seen:
+                break
+        assert proxy.seen, "containerd's pull did not go through the proxy"
+        assert set(proxy.seen) == {"CONNECT registry.kaji.test:443"}
+        assert _cri_pull(sock, "direct.kaji.test/busybox:1", service)  # in NO_PROXY
+        assert set(proxy.seen) == {"CONNECT registry.kaji.test:443"}
+    finally:
+        proxy.close()

@@ -11,7 +11,11 @@ import ops
 from kaji.operator import ReconcilingCharm
 
 if TYPE_CHECKING:
-    from kaji_worker.node import Node, Outcome
+    from kaji_worker.node import Node, Outcome, Waits
+
+    from kaji.interfaces import RelationDataError
+    from kaji.interfaces.cni import CniUnit
+    from kaji.interfaces.kube_control import KubeControlProviderApp
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +32,7 @@ class WorkerCharm(ReconcilingCharm):
         framework.observe(self.on.stop, self._on_leaving)
         framework.observe(self.on.remove, self._on_leaving)
         self._outcome: Outcome | None = None
+        self._config_blocked = False
         self._leaving = False
         self._node: Node | None = None
 
@@ -44,6 +49,7 @@ class WorkerCharm(ReconcilingCharm):
         from kaji.host import host_from_environment
 
         self._node = None
+        self._config_blocked = False
         try:
             self._outcome = self._reconcile()
         except Exception:
@@ -51,11 +57,13 @@ class WorkerCharm(ReconcilingCharm):
             raise
         if self._outcome.state == "blocked":
             logger.warning("%s", self._outcome.message)
-        # Only a reconcile that reached the machine is remembered for update-status.
-        if self._node is None:
+        # Only a reconcile that reached the machine is remembered for update-status. Invalid
+        # config or proxies change nothing at all: the record's inputs digest no longer
+        # matches them, so update-status reconciles (and blocks) again.
+        if self._node is not None:
+            self._node.remember(self._outcome, self._inputs())
+        elif not self._config_blocked:
             Node(host_from_environment()).forget()
-        else:
-            self._node.remember(self._outcome)
 
     def _on_update_status(self, _: ops.EventBase) -> None:
         """Reuse the last outcome while it holds (services up, no deadline passed)."""
@@ -63,9 +71,23 @@ class WorkerCharm(ReconcilingCharm):
 
         from kaji.host import host_from_environment
 
-        self._outcome = Node(host_from_environment()).recall()
+        self._outcome = Node(host_from_environment()).recall(inputs=self._inputs())
         if self._outcome is None:
             self.reconcile()
+
+    def _inputs(self) -> str:
+        """Digest of the inputs no event announces to this unit: config and model proxies.
+
+        (Juju passes changed proxy settings to the next hook without an event of their own;
+        update-status then reconciles.)
+        """
+        import hashlib
+        import json
+
+        from kaji.host.proxy import juju_proxy_values
+
+        data = {"config": dict(self.config), "proxies": juju_proxy_values()}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
     def _on_leaving(self, _: ops.EventBase) -> None:
         from kaji_worker.node import Node
@@ -75,13 +97,16 @@ class WorkerCharm(ReconcilingCharm):
         self._leaving = True
         Node(host_from_environment()).teardown()
 
-    def assess_status(self) -> ops.StatusBase:
-        """The node's state: what it waits for, or active with its node name."""
+    def assess_status(self) -> ops.StatusBase | None:
+        """What this dispatch's reconcile reached; None (status unchanged) when none ran.
+
+        Read-only: collect-status runs after every event, the ones the charm does not
+        reconcile on included, and must change nothing.
+        """
         if self._leaving:
             return ops.MaintenanceStatus("removing: node services stopped, files removed")
         if self._outcome is None:
-            self.reconcile()
-        assert self._outcome is not None
+            return None
         outcome = self._outcome
         if outcome.state == "active":
             message = outcome.message
@@ -116,47 +141,31 @@ class WorkerCharm(ReconcilingCharm):
         from kaji_worker.options import OptionError, parse_options
 
         from kaji import kubernetes
-        from kaji.interfaces import RelationDataError, update_databag
-        from kaji.interfaces.cni import CniPrincipalUnit, read_cni_unit
-        from kaji.interfaces.kube_control import (
-            KubeControlRequirerUnit,
-            api_endpoints,
-            read_provider_app,
-        )
+        from kaji.host import ProxyError, proxy_settings
+        from kaji.interfaces import update_databag
+        from kaji.interfaces.cni import CniPrincipalUnit
+        from kaji.interfaces.kube_control import KubeControlRequirerUnit
 
         # 1. Everything is read and validated before the machine is touched.
         try:
             options = parse_options(dict(self.config))
-        except OptionError as exc:
+            proxies = proxy_settings()
+        except (OptionError, ProxyError) as exc:
+            self._config_blocked = True
             return Outcome("blocked", str(exc))
         kube_rel = self.model.get_relation(KUBE_CONTROL)
         cni_rel = self.model.get_relation(CNI)
-        control_plane = None
-        endpoints: list[str] = []
-        if kube_rel is not None:
-            if kube_rel.app is not None:
-                try:
-                    control_plane = read_provider_app(kube_rel.data[kube_rel.app])
-                except RelationDataError as exc:
-                    logger.error("ignoring malformed control-plane data: %s", exc)
-            endpoints = api_endpoints(
-                kube_rel.data[unit] for unit in sorted(kube_rel.units, key=str)
-            )
-        cni = None
-        if cni_rel is not None:
-            for unit in cni_rel.units:
-                try:
-                    cni = read_cni_unit(cni_rel.data[unit])
-                except RelationDataError as exc:
-                    logger.error("ignoring malformed cni data from %s: %s", unit.name, exc)
+        control_plane, endpoints, waits = self._read_kube_control(kube_rel)
+        cni, waits = self._read_cni(cni_rel, control_plane, waits)
         if control_plane is not None:
             try:
                 options.check_version(kubernetes.check_version(control_plane.kubernetes_version))
             except OptionError as exc:
+                self._config_blocked = True
                 return Outcome("blocked", str(exc))
             except kubernetes.UnsupportedVersionError as exc:
                 return Outcome(
-                    "blocked", f"unusable Kubernetes version from the control plane: {exc}"
+                    "blocked", f"unusable 'kubernetes-version' from {waits.issuer}: {exc}"
                 )
         hostname = self._hostname()
         try:
@@ -192,6 +201,8 @@ class WorkerCharm(ReconcilingCharm):
                 endpoints=endpoints,
                 cni=cni,
                 resources=resources,
+                proxies=proxies,
+                waits=waits,
             )
         except NodeError as exc:
             return Outcome("blocked", str(exc))
@@ -203,6 +214,87 @@ class WorkerCharm(ReconcilingCharm):
             if cni_rel is None and control_plane is not None and "CNI" in outcome.message:
                 return Outcome("blocked", f"node {node_name}: needs a CNI: relate cni")
         return outcome
+
+    # -- reading the relations (every bad value named with its sender and key) --------------
+
+    def _read_kube_control(
+        self, relation: ops.Relation | None
+    ) -> tuple[KubeControlProviderApp | None, list[str], Waits]:
+        """The control-plane leader's data, every unit's API endpoint, and how to word waits."""
+        from kaji_worker.node import Waits
+
+        from kaji.interfaces import RelationDataError
+        from kaji.interfaces.kube_control import read_provider_app, read_provider_unit
+
+        if relation is None or relation.app is None:
+            return None, [], Waits()
+        app = relation.app.name
+        control_plane = None
+        cluster = f"waiting for cluster data from {app}"
+        try:
+            control_plane = read_provider_app(relation.data[relation.app])
+        except RelationDataError as exc:
+            logger.error("ignoring %s's cluster data: %s", app, exc)
+            cluster = f"waiting for valid cluster data: {_bad(app, exc)}"
+        endpoints: set[str] = set()
+        refused: list[str] = []
+        for unit in sorted(relation.units, key=lambda u: u.name):
+            try:
+                data = read_provider_unit(relation.data[unit])
+            except RelationDataError as exc:
+                logger.error("ignoring %s's API endpoint: %s", unit.name, exc)
+                refused.append(_bad(unit.name, exc))
+                continue
+            if data is not None:
+                endpoints.add(data.api_endpoint)
+        endpoint = f"waiting for an API endpoint from {app}"
+        if refused:
+            endpoint = f"waiting for a valid API endpoint: {'; '.join(refused)}"
+        return control_plane, sorted(endpoints), Waits(cluster, endpoint, issuer=app)
+
+    def _read_cni(
+        self,
+        relation: ops.Relation | None,
+        control_plane: KubeControlProviderApp | None,
+        waits: Waits,
+    ) -> tuple[CniUnit | None, Waits]:
+        """The cni subordinate's data (pod network of the service network's IP family)."""
+        import dataclasses
+
+        from kaji.interfaces import RelationDataError
+        from kaji.interfaces._base import network
+        from kaji.interfaces.cni import read_cni_unit
+
+        if relation is None:
+            return None, waits
+        cni = None
+        why = f"waiting for CNI data from {relation.app.name if relation.app else 'cni'}"
+        for unit in sorted(relation.units, key=lambda u: u.name):
+            try:
+                cni = read_cni_unit(relation.data[unit])
+                if cni is not None and control_plane is not None:
+                    pods = network(cni.cluster_cidr)
+                    services = network(control_plane.service_cidr)
+                    if pods.version != services.version:
+                        raise RelationDataError(
+                            "cluster-cidr",
+                            f"IPv{pods.version}, but {waits.issuer}'s service-cidr"
+                            f" {services.compressed} is IPv{services.version}",
+                        )
+            except RelationDataError as exc:
+                logger.error("ignoring %s's CNI data: %s", unit.name, exc)
+                cni, why = None, f"waiting for valid CNI data: {_bad(unit.name, exc)}"
+            if cni is not None:
+                break
+        return cni, dataclasses.replace(waits, cni=why)
+
+
+def _bad(sender: str, error: RelationDataError) -> str:
+    """``<sender> sent a bad '<key>' (<reason>)``, short enough for a status message."""
+    reason = error.reason if len(error.reason) <= 120 else error.reason[:117] + "..."
+    if error.key == "*":
+        return f"{sender} sent a bad databag ({reason})"
+    return f"{sender} sent a bad {error.key[:60]!r} ({reason})"
 
 
 if __name__ == "__main__":  # pragma: nocover

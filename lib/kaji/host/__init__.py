@@ -6,12 +6,13 @@ offline model), writes files only when their content or mode differs, restarts a
 when its spec or a watched file changed, and counts what it did in ``Host.stats``.
 
 Importing this package costs only stdlib modules that ``ops`` already imports; tarfile and
-urllib are imported when a binary is installed.
+urllib.request are imported when a binary is installed. Every download (``install_binaries``,
+``fetch_text``) goes through the model's proxies (``kaji.host.proxy``).
 """
 
 from __future__ import annotations
 
-from kaji.host.binaries import InstallResult, install_binaries, installed_version
+from kaji.host.binaries import InstallResult, fetch_text, install_binaries, installed_version
 from kaji.host.commands import (
     CommandError,
     CommandResult,
@@ -29,6 +30,7 @@ from kaji.host.files import (
     write_file,
 )
 from kaji.host.processes import ProcessManager
+from kaji.host.proxy import ProxyError, ProxySettings, proxy_settings
 from kaji.host.root import CountingServiceManager, Host, HostStats, host_from_environment
 from kaji.host.services import (
     RecordingManager,
@@ -52,6 +54,8 @@ __all__ = [
     "InstallResult",
     "PathEscapeError",
     "ProcessManager",
+    "ProxyError",
+    "ProxySettings",
     "RecordingManager",
     "ServiceChange",
     "ServiceError",
@@ -60,9 +64,11 @@ __all__ = [
     "SystemdManager",
     "ensure_directory",
     "ensure_symlink",
+    "fetch_text",
     "host_from_environment",
     "install_binaries",
     "installed_version",
+    "proxy_settings",
     "read_bytes",
     "read_text",
     "remove_file",

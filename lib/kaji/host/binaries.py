@@ -20,16 +20,19 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from kaji.host import files as fileops
 from kaji.host.errors import BinaryInstallError
+from kaji.host.proxy import ProxyError, ProxySettings, proxy_settings, redact
 
 if TYPE_CHECKING:
     import tarfile
+    import urllib.request
 
     from kaji.host.root import Host
 
@@ -82,29 +85,125 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download(url: str, directory: Path, timeout: float) -> tuple[Path, str]:
-    """Stream ``url`` into a temporary file in ``directory``; return it and its SHA-256."""
+def _opener(proxies: ProxySettings) -> urllib.request.OpenerDirector:
+    """An http(s)-only opener that proxies exactly as ``proxies`` says.
+
+    urllib's own ProxyHandler would read ``http_proxy``/``no_proxy`` from the environment;
+    this one takes the choice from ``proxies`` for every request, redirects included (each
+    redirect target gets its own ``no_proxy`` check).
+    """
+    import base64
+    import urllib.request
+    from urllib.parse import unquote
+
+    class ChosenProxy(urllib.request.BaseHandler):
+        handler_order = 100  # before the http(s) handlers, as urllib's ProxyHandler
+
+        def _route(self, req: urllib.request.Request) -> None:
+            proxy = proxies.proxy_for(req.full_url)
+            if proxy is None or req.has_proxy():
+                return
+            parts = urllib.parse.urlsplit(proxy)
+            if parts.username is not None:
+                user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+                token = base64.b64encode(user.encode()).decode("ascii")
+                # Unredirected: a redirect to a no_proxy host must not carry it along.
+                req.add_unredirected_header("Proxy-Authorization", f"Basic {token}")
+            port = f":{parts.port}" if parts.port else ""
+            host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+            req.set_proxy(f"{host}{port}", "http")  # https URLs tunnel with CONNECT
+
+        def http_open(self, req: urllib.request.Request) -> None:
+            self._route(req)
+
+        def https_open(self, req: urllib.request.Request) -> None:
+            self._route(req)
+
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        ChosenProxy(),
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPRedirectHandler(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
+def _settings(proxies: ProxySettings | None) -> ProxySettings:
+    if proxies is not None:
+        return proxies
+    try:
+        return proxy_settings()
+    except ProxyError as exc:
+        raise BinaryInstallError(str(exc)) from exc
+
+
+def _via(url: str, proxies: ProxySettings) -> str:
+    proxy = proxies.proxy_for(url)
+    return f" (through proxy {redact(proxy)})" if proxy else ""
+
+
+@contextlib.contextmanager
+def _open(url: str, timeout: float, proxies: ProxySettings | None) -> Iterator[Any]:
+    """GET ``url`` (http(s) only) as the proxy settings say.
+
+    Raises:
+        BinaryInstallError: a bad URL or proxy setting, or a failure while opening or reading.
+    """
     import http.client
     import urllib.error
-    import urllib.parse
-    import urllib.request
 
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise BinaryInstallError(f"only http and https downloads are supported, not {url!r}")
+    settings = _settings(proxies)
+    try:
+        with _opener(settings).open(url, timeout=timeout) as response:
+            yield response
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        raise BinaryInstallError(f"download of {url}{_via(url, settings)} failed: {exc}") from exc
+
+
+def fetch_text(
+    url: str,
+    *,
+    timeout: float = 30,
+    limit: int = 1 << 20,
+    proxies: ProxySettings | None = None,
+) -> str:
+    """GET a small text file (a checksum list) over http(s), honouring the model's proxies.
+
+    Args:
+        url: what to fetch.
+        timeout: seconds for the connection and each read.
+        limit: at most this many bytes are read.
+        proxies: the proxy settings; None reads them from the hook environment.
+
+    Raises:
+        BinaryInstallError: a bad URL or proxy setting, or the download failed.
+    """
+    with _open(url, timeout, proxies) as response:
+        data: bytes = response.read(limit)
+    return data.decode("utf-8", "replace")
+
+
+def _download(
+    url: str, directory: Path, timeout: float, proxies: ProxySettings | None
+) -> tuple[Path, str]:
+    """Stream ``url`` into a temporary file in ``directory``; return it and its SHA-256."""
     temp = directory / f".download-{secrets.token_hex(4)}"
     digest = hashlib.sha256()
     try:
-        with (
-            open(temp, "xb") as out,
-            urllib.request.urlopen(url, timeout=timeout) as response,  # noqa: S310 - http(s) only
-        ):
+        with _open(url, timeout, proxies) as response, open(temp, "xb") as out:
             while chunk := response.read(_CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
-        raise BinaryInstallError(f"download of {url} failed: {exc}") from exc
+        raise
     return temp, digest.hexdigest()
 
 
@@ -219,6 +318,7 @@ def install_binaries(
     sha256: str | None = None,
     strip_components: int = 0,
     timeout: float = 60,
+    proxies: ProxySettings | None = None,
 ) -> InstallResult:
     """Install the binaries of ``name`` ``version`` from a tarball and make them current.
 
@@ -233,6 +333,8 @@ def install_binaries(
         sha256: the expected SHA-256 of the archive (hex).
         strip_components: leading path components dropped from members, as ``tar`` does.
         timeout: seconds for the download connection and each read.
+        proxies: the proxy settings for the download; None reads the model's from the hook
+            environment (:func:`kaji.host.proxy.proxy_settings`).
 
     Returns:
         InstallResult; ``changed`` is False when this version with this archive checksum was
@@ -297,7 +399,7 @@ def install_binaries(
     old = base / f".old-{version}-{secrets.token_hex(4)}"
     try:
         if url is not None:
-            downloaded, actual = _download(url, base, timeout)
+            downloaded, actual = _download(url, base, timeout, proxies)
             if actual != sha256:
                 raise BinaryInstallError(f"{url} has SHA-256 {actual}, expected {sha256}")
             archive, label = downloaded, url

@@ -160,14 +160,23 @@ def ensure_mirrors(host: Host, mirrors: Mapping[str, Sequence[str]]) -> bool:
     return changed
 
 
-def service_spec(host: Host, binaries: ContainerdBinaries) -> ServiceSpec:
-    """The containerd service; it restarts only when its config file changes."""
+def service_spec(
+    host: Host,
+    binaries: ContainerdBinaries,
+    *,
+    proxy_environment: Mapping[str, str] | None = None,
+) -> ServiceSpec:
+    """The containerd service; it restarts only when its config file or environment changes.
+
+    ``proxy_environment`` (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``: the model's proxies,
+    from ``ProxySettings.environment``) is what containerd's image pulls go through.
+    """
     path = ":".join((*binaries.path_dirs, "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"))
     return ServiceSpec(
         SERVICE,
         [binaries.containerd, "--config", str(host.path(CONFIG))],
         description="containerd container runtime (kaji)",
-        environment={"PATH": path + ":/sbin:/bin"},
+        environment={**(proxy_environment or {}), "PATH": path + ":/sbin:/bin"},
         after=("network.target", "local-fs.target"),
         watched_files=(str(host.path(CONFIG)),),
         limit_nofile=1048576,

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
 from kaji import kubernetes
-from kaji.host import ServiceSpec
+from kaji.host import ProxySettings, ServiceSpec
 from kaji_worker import apilb, containerd, kube
 
 if TYPE_CHECKING:
@@ -96,17 +96,15 @@ class _Binaries:
     runnable: bool = True
 
 
-def fetch_text(url: str, timeout: float = 30) -> str:
-    """GET a small text file (a release checksum) over http(s)."""
-    import urllib.request
+@dataclass(frozen=True)
+class Waits:
+    """What the unit says while it waits on data (the charm names the sender and the key)."""
 
-    if not url.startswith(("https://", "http://")):
-        raise NodeError(f"not an http(s) URL: {url}")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
-            return response.read(4096).decode("utf-8", "replace")
-    except OSError as exc:
-        raise NodeError(f"cannot fetch {url}: {exc}") from exc
+    cluster: str = "waiting for cluster data from the control plane"
+    endpoint: str = "waiting for an API endpoint from the control plane"
+    cni: str = "waiting for CNI"
+    #: Who issues the node certificate (the control-plane application's name).
+    issuer: str = "the control plane"
 
 
 class Node:
@@ -117,12 +115,15 @@ class Node:
         host: Host,
         *,
         which: Callable[[str], str | None] = shutil.which,
-        fetch: Callable[[str], str] = fetch_text,
+        fetch: Callable[[str], str] | None = None,
         arch: str | None = None,
     ) -> None:
         self.host = host
         self.which = which
+        #: GETs a checksum file; None: ``kaji.host.fetch_text`` through ``self.proxies``.
         self.fetch = fetch
+        #: The model's proxies, for downloads and containerd's image pulls.
+        self.proxies = ProxySettings()
         self.arch = arch or kubernetes.machine_arch()
         self._recorder: CountingServiceManager | None = None
         #: name -> whether it runs for real, for every service the last reconcile ensured.
@@ -171,12 +172,17 @@ class Node:
 
     # -- update-status's fast path -----------------------------------------------------------
 
-    def remember(self, outcome: Outcome) -> None:
-        """Keep the outcome of a full reconcile (rewritten only when it changes)."""
+    def remember(self, outcome: Outcome, inputs: str = "") -> None:
+        """Keep the outcome of a full reconcile (rewritten only when it changes).
+
+        ``inputs`` is a digest of what update-status cannot otherwise see change (config, the
+        model's proxies); :meth:`recall` only holds for the same digest.
+        """
         if outcome.state not in ("active", "waiting"):
             self.forget()
             return
         record = {
+            "inputs": inputs,
             "state": outcome.state,
             "message": outcome.message,
             "recorded": list(outcome.recorded),
@@ -190,22 +196,23 @@ class Node:
         if self.host.exists(LAST_OUTCOME):
             self.host.remove_file(LAST_OUTCOME)
 
-    def recall(self, now: float | None = None) -> Outcome | None:
+    def recall(self, now: float | None = None, inputs: str = "") -> Outcome | None:
         """The remembered outcome, if it still holds.
 
-        It holds while every service it started still runs and no certificate deadline has
-        passed. Costs no cryptography and no relation reads: every change of input arrives as
-        an event of its own, which reconciles in full.
+        It holds while ``inputs`` is the digest it was remembered with, every service it
+        started still runs and no certificate deadline has passed. Costs no cryptography and
+        no relation reads: every change of relation data arrives as an event of its own,
+        which reconciles in full.
         """
-        import time
+        from kaji import clock
 
         text = self.host.read_text(LAST_OUTCOME)
         try:
             record = json.loads(text) if text else None
-            if not isinstance(record, dict):
+            if not isinstance(record, dict) or record.get("inputs") != inputs:
                 return None
             recheck = record.get("recheck-after")
-            if recheck is not None and (time.time() if now is None else now) >= recheck:
+            if recheck is not None and (clock.time() if now is None else now) >= recheck:
                 return None
             for name, runnable in record["services"].items():
                 if not self._manager(bool(runnable)).is_running(name):
@@ -312,12 +319,7 @@ class Node:
                 url = kubernetes.node_tarball_url(version, self.arch, options.release_mirror)
                 sha = options.kubernetes_node_sha256
                 if sha is None:
-                    try:
-                        sha = kubernetes.parse_sha256_file(
-                            self.fetch(kubernetes.checksum_url(url))
-                        )
-                    except ValueError as exc:
-                        raise NodeError(f"{kubernetes.checksum_url(url)}: {exc}") from exc
+                    sha = self._published_sha256(kubernetes.checksum_url(url))
                 result = install_binaries(
                     self.host,
                     "kubernetes-node",
@@ -327,10 +329,28 @@ class Node:
                     sha256=sha,
                     strip_components=kubernetes.TARBALL_STRIP_COMPONENTS,
                     timeout=120,
+                    proxies=self.proxies,
                 )
         except BinaryInstallError as exc:
             raise NodeError(f"kubelet and kube-proxy {version}: {exc}") from exc
         return {name: str(result.directory / name) for name in KUBE_BINARIES}, True
+
+    def _published_sha256(self, url: str) -> str:
+        """The SHA-256 in the ``.sha256`` file at ``url``.
+
+        Raises:
+            NodeError: it cannot be fetched or holds no checksum.
+        """
+        from kaji.host import fetch_text
+
+        try:
+            if self.fetch is not None:
+                text = self.fetch(url)
+            else:
+                text = fetch_text(url, limit=4096, proxies=self.proxies)
+            return kubernetes.parse_sha256_file(text)
+        except ValueError as exc:
+            raise NodeError(f"{url}: {exc}") from exc
 
     def _haproxy(self) -> tuple[str, bool]:
         if not self.host.is_sandbox:
@@ -363,13 +383,21 @@ class Node:
         endpoints: Sequence[str],
         cni: CniUnit | None,
         resources: Resources,
+        proxies: ProxySettings | None = None,
+        waits: Waits | None = None,
     ) -> Outcome:
         """Make the machine a node as far as the data allows; say what it waits for.
+
+        ``proxies`` (the model's) are used for downloads and handed to containerd for image
+        pulls; ``waits`` words the waiting statuses (who has not sent what).
 
         Raises:
             NodeError: an install failed in a way the operator must look at.
         """
         from kaji.kernel import ensure_kernel_settings
+
+        self.proxies = proxies or ProxySettings()
+        waits = waits or Waits()
 
         ensure_kernel_settings(self.host, KERNEL_SETTINGS)
         binaries = self.install_runtime(resources.containerd)
@@ -387,16 +415,16 @@ class Node:
         self.host.write_file(containerd.CONFIG, config)
         self.host.write_file(containerd.DROP_IN, containerd.DROP_IN_TEXT)
         containerd.ensure_mirrors(self.host, options.registry_mirrors)
-        runtime_spec = containerd.service_spec(self.host, binaries.runtime)
+        runtime_spec = containerd.service_spec(
+            self.host, binaries.runtime, proxy_environment=self.proxies.environment()
+        )
         self._ensure(runtime_spec, binaries.runnable, recorded)
         runtime_ok = binaries.runnable
 
         if control_plane is None:
-            return Outcome("waiting", "waiting for the control plane's cluster data", (*recorded,))
+            return Outcome("waiting", waits.cluster, (*recorded,))
         if not endpoints and options.loadbalancer_url is None:
-            return Outcome(
-                "waiting", "waiting for an API endpoint from the control plane", (*recorded,)
-            )
+            return Outcome("waiting", waits.endpoint, (*recorded,))
         from kaji import pki
         from kaji.certs import usable_certificate
 
@@ -404,7 +432,10 @@ class Node:
         if not usable_certificate(cert, request, control_plane.ca_cert, pki.Profile.PEER):
             message = "waiting for the node certificate"
             if cert:
-                message += " (the one published does not match this node's request)"
+                message += (
+                    f" (the one {waits.issuer} published for {unit_name} does not match this"
+                    " node's request)"
+                )
             return Outcome("waiting", message, (*recorded,))
         assert cert is not None
         self.host.write_file(kube.CA_CERT, control_plane.ca_cert)
@@ -454,7 +485,7 @@ class Node:
 
         if cni is None:
             return Outcome(
-                "waiting", f"node {node_name}: waiting for CNI", tuple(sorted(set(recorded)))
+                "waiting", f"node {node_name}: {waits.cni}", tuple(sorted(set(recorded)))
             )
         kubeconfig(kube.PROXY_KUBECONFIG)
         self.host.write_file(

@@ -197,6 +197,34 @@ def parse_mirrors(text: str) -> dict[str, tuple[str, ...]]:
     return mirrors
 
 
+#: Nesting a component config never needs (and that stays far from Python's recursion limit).
+MAX_EXTRA_CONFIG_DEPTH = 32
+
+
+def _plain(option: str, value: Any, depth: int, seen: set[int]) -> None:
+    """``value`` is JSON-like data: what a component config (JSON/YAML API object) can hold."""
+    import math
+
+    if depth > MAX_EXTRA_CONFIG_DEPTH:
+        raise OptionError(option, f"nested deeper than {MAX_EXTRA_CONFIG_DEPTH} levels")
+    if isinstance(value, (dict, list)):
+        if id(value) in seen:
+            raise OptionError(option, "YAML aliases (&anchor/*alias) are not supported")
+        seen.add(id(value))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise OptionError(option, f"key {key!r} is not a string")
+                _plain(option, item, depth + 1, seen)
+        else:
+            for item in value:
+                _plain(option, item, depth + 1, seen)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise OptionError(option, f"{value} is not a number a config can hold")
+    elif value is not None and not isinstance(value, (str, int, float)):  # bool is an int
+        raise OptionError(option, f"a YAML {type(value).__name__} is not a config value")
+
+
 def parse_extra_config(option: str, text: str, owned: frozenset[str]) -> dict[str, Any]:
     """A YAML mapping merged over a component config; keys the charm owns are refused."""
     if not text.strip():
@@ -207,8 +235,11 @@ def parse_extra_config(option: str, text: str, owned: frozenset[str]) -> dict[st
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise OptionError(option, f"not YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise OptionError(option, "nested too deeply") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise OptionError(option, "must be a YAML mapping with string keys")
+    _plain(option, data, 0, set())
     if refused := sorted(set(data) & owned):
         raise OptionError(option, f"set by the charm, not configurable: {', '.join(refused)}")
     return data

@@ -20,6 +20,8 @@ from kaji.interfaces.kube_control import KubeControlProviderApp, KubeControlProv
 UNIT = "worker/0"
 NODE = "worker-0"
 ADDRESS = "192.0.2.0"  # ops.testing's default ingress address
+#: How Juju hands the model's juju-http-proxy, juju-https-proxy, juju-no-proxy to every hook.
+PROXY_VARIABLES = ("JUJU_CHARM_HTTP_PROXY", "JUJU_CHARM_HTTPS_PROXY", "JUJU_CHARM_NO_PROXY")
 
 
 @pytest.fixture
@@ -27,9 +29,16 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Host:
     """The unit's sandboxed machine; every hook of a test sees this same Host (and stats)."""
     root = tmp_path / "machine"
     root.mkdir()
+    return sandbox(root, monkeypatch)
+
+
+def sandbox(root: Path, monkeypatch: pytest.MonkeyPatch) -> Host:
+    """Make ``root`` the unit's machine for every hook run while ``monkeypatch`` holds."""
     monkeypatch.setenv("KAJI_HOST_ROOT", str(root))
     monkeypatch.setenv("KAJI_HOST_HOSTNAME", "Worker-0")
     monkeypatch.delenv("KAJI_HOST_PROCESSES", raising=False)
+    for name in PROXY_VARIABLES:  # the model has no proxies unless a test says so
+        monkeypatch.delenv(name, raising=False)
     host = kaji.host.host_from_environment()
     monkeypatch.setattr(kaji.host, "host_from_environment", lambda *a, **k: host)
     return host

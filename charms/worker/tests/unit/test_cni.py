@@ -1,4 +1,4 @@
-"""The cni subordinate relation: the worker is the requirer (container scope)."""
+"""The cni subordinate relation: the worker is the provider (container scope)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ops import testing
 
 from kaji import pki
 from kaji.host import Host
-from kaji.interfaces.cni import CniPrincipalUnit
+from kaji.interfaces.cni import CniPrincipalUnit, CniUnit
 
 
 def test_worker_tells_cni_the_service_cidr_and_node_name(
@@ -51,7 +51,9 @@ def test_node_waits_for_cni_data_and_kube_proxy_waits_with_it(
     cert = sign(published_csr(state), ca)
     relation = kube_control(provider_app(ca, {UNIT: cert}))
     state = ctx.run(ctx.on.relation_changed(relation), testing.State(relations=[relation, cni]))
-    assert state.unit_status == testing.WaitingStatus(f"node {NODE}: waiting for CNI")
+    assert state.unit_status == testing.WaitingStatus(
+        f"node {NODE}: waiting for CNI data from cni"
+    )
     assert service(machine, "kubelet") is not None
     assert service(machine, "kube-proxy") is None
     ready = cni_relation(conf_path="/etc/cni/kaji.d")
@@ -85,12 +87,34 @@ def test_proxy_mode_and_extra_config(
     assert proxy["ipvs"] == {"scheduler": "lc"}
 
 
-def test_malformed_cni_data_is_ignored(
+def test_malformed_cni_data_is_ignored_and_named(
     ctx: testing.Context, machine: Host, ca: pki.CertificateAuthority
 ) -> None:
-    relation = kube_control(provider_app(ca))
+    state, _ = joined(ctx, ca, cni=False)
+    relation = state.get_relations("kube-control")[0]
     cni = testing.SubordinateRelation(
         "cni", "kaji-cni", id=9, remote_app_name="cni", remote_unit_data={"cluster-cidr": "x"}
     )
     state = ctx.run(ctx.on.relation_changed(cni), testing.State(relations=[relation, cni]))
-    assert state.unit_status == testing.WaitingStatus("waiting for the node certificate")
+    assert state.unit_status == testing.WaitingStatus(
+        f"node {NODE}: waiting for valid CNI data: cni/0 sent a bad 'cluster-cidr'"
+        " (not valid JSON: Expecting value: line 1 column 1 (char 0))"
+    )
+    assert service(machine, "kube-proxy") is None
+
+
+def test_a_pod_network_of_another_ip_family_is_refused(
+    ctx: testing.Context, machine: Host, ca: pki.CertificateAuthority
+) -> None:
+    state, _ = joined(ctx, ca, cni=False)
+    relation = state.get_relations("kube-control")[0]
+    data = CniUnit("fd00:10::/56", "/etc/cni/net.d", "fd00:10:0:3::/64").to_databag()
+    cni = testing.SubordinateRelation(
+        "cni", "kaji-cni", id=9, remote_app_name="cni", remote_unit_data=data
+    )
+    state = ctx.run(ctx.on.relation_changed(cni), testing.State(relations=[relation, cni]))
+    assert state.unit_status == testing.WaitingStatus(
+        f"node {NODE}: waiting for valid CNI data: cni/0 sent a bad 'cluster-cidr'"
+        " (IPv6, but control-plane's service-cidr 10.152.183.0/24 is IPv4)"
+    )
+    assert service(machine, "kube-proxy") is None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
-from conftest import UNIT, cni_relation, kube_control, provider_app
+from conftest import UNIT, cni_relation, joined, kube_control, provider_app
 from kaji_worker import options as opts
 from ops import testing
 
@@ -26,6 +28,11 @@ BAD = [
         "kubelet-extra-config",
     ),
     ("kubelet-extra-config", "maxPods: [", "kubelet-extra-config"),
+    ("kubelet-extra-config", "[" * 5000, "kubelet-extra-config"),
+    ("kubelet-extra-config", "a: &a [*a]", "kubelet-extra-config"),
+    ("kubelet-extra-config", "x: !!binary aGk=", "kubelet-extra-config"),
+    ("kubelet-extra-config", "maxPods: .inf", "kubelet-extra-config"),
+    ("kubelet-extra-config", "a: {1: 2}", "kubelet-extra-config"),
     ("proxy-extra-config", "clusterCIDR: 10.0.0.0/8", "proxy-extra-config"),
     ("loadbalancer-address", "http://lb.example:6443", "loadbalancer-address"),
     ("loadbalancer-address", "https://lb.example/path", "loadbalancer-address"),
@@ -108,3 +115,27 @@ def test_options_parse_to_normalised_values() -> None:
     assert opts.parse_loadbalancer("lb.example") == "https://lb.example:6443"
     assert opts.parse_loadbalancer("https://lb.example:443/") == "https://lb.example:443"
     assert opts.parse_options({}) == opts.WorkerOptions()
+
+
+def test_invalid_option_on_a_running_node_changes_no_file_and_stays_blocked(
+    ctx: testing.Context, machine: Host, ca: pki.CertificateAuthority
+) -> None:
+    state, _ = joined(ctx, ca)
+    files = {
+        machine.machine_path(p): p.read_bytes() for p in machine.root.rglob("*") if p.is_file()
+    }
+    stats = machine.stats.as_dict()
+    bad = dataclasses.replace(state, config={"proxy-mode": "userspace"})
+    for event in (ctx.on.config_changed(), ctx.on.update_status()):
+        after = ctx.run(event, bad)
+        assert after.unit_status == testing.BlockedStatus(
+            "invalid config proxy-mode: 'userspace' is not one of iptables, ipvs, nftables"
+        )
+        assert {
+            machine.machine_path(p): p.read_bytes() for p in machine.root.rglob("*") if p.is_file()
+        } == files
+        assert machine.stats.as_dict() == stats
+    # Fixed again: the node is as it was, and nothing needs rewriting.
+    good = ctx.run(ctx.on.config_changed(), state)
+    assert good.unit_status == state.unit_status
+    assert machine.stats.as_dict() == stats

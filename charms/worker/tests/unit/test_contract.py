@@ -13,9 +13,11 @@ META = yaml.safe_load((CHARM_ROOT / "charmcraft.yaml").read_text())
 def test_endpoints_are_the_relation_contract() -> None:
     assert META.get("requires") == {
         "kube-control": {"interface": "kaji-kube-control", "limit": 1},
+    }
+    # Provided: Juju wants the subordinate (kaji-cni) to hold the container-scoped requires.
+    assert META.get("provides") == {
         "cni": {"interface": "kaji-cni", "scope": "container", "limit": 1},
     }
-    assert "provides" not in META
     assert "peers" not in META
 
 
@@ -25,6 +27,7 @@ def test_readme_documents_every_option_resource_and_relation() -> None:
         *META["config"]["options"],
         *META["resources"],
         *META["requires"],
+        *META["provides"],
     ]
     missing = [name for name in names if f"`{name}`" not in readme]
     assert not missing, f"README.md does not document: {missing}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -65,7 +66,7 @@ def test_control_plane_without_data_waits(ctx: testing.Context, machine: Host) -
     relation = kube_control()
     state = ctx.run(ctx.on.relation_joined(relation), testing.State(relations=[relation]))
     assert state.unit_status == testing.WaitingStatus(
-        "waiting for the control plane's cluster data"
+        "waiting for cluster data from control-plane"
     )
 
 
@@ -194,8 +195,8 @@ def test_a_refused_csr_leaves_the_node_waiting(
         bad = kube_control(provider_app(ca, {UNIT: cert}), units=1)
         state = ctx.run(ctx.on.relation_changed(bad), testing.State(relations=[bad]))
         assert state.unit_status == testing.WaitingStatus(
-            "waiting for the node certificate "
-            "(the one published does not match this node's request)"
+            "waiting for the node certificate (the one control-plane published for worker/0"
+            " does not match this node's request)"
         )
         assert not machine.exists("/etc/kubernetes/pki/node.crt")
         assert not machine.exists("/etc/kubernetes/kubelet.conf")
@@ -342,3 +343,51 @@ def test_image_registry_and_mirrors_reach_containerd(
     assert not machine.exists("/etc/containerd/certs.d/docker.io/hosts.toml")
     assert machine.exists("/etc/containerd/certs.d/quay.io/hosts.toml")
     assert service(machine, "containerd") == before
+
+
+def test_malformed_cluster_data_waits_naming_the_sender_and_the_key(
+    ctx: testing.Context, machine: Host, ca: pki.CertificateAuthority
+) -> None:
+    data = {**provider_app(ca), "service-cidr": '"10.152.183.0/33"'}
+    relation = kube_control(data)
+    state = ctx.run(
+        ctx.on.relation_changed(relation, remote_unit=0), testing.State(relations=[relation])
+    )
+    assert isinstance(state.unit_status, testing.WaitingStatus)
+    assert state.unit_status.message.startswith(
+        "waiting for valid cluster data: control-plane sent a bad 'service-cidr' ("
+    )
+    assert service(machine, "kubelet") is None
+
+
+def test_bad_api_endpoints_are_named_and_the_good_ones_used(
+    ctx: testing.Context, machine: Host, ca: pki.CertificateAuthority
+) -> None:
+    relation = kube_control(provider_app(ca), units=2)
+    bad = {**relation.remote_units_data, 0: {"api-endpoint": '"http://10.0.0.1:6443"'}}
+    relation = dataclasses.replace(relation, remote_units_data=bad)
+    state = ctx.run(
+        ctx.on.relation_changed(relation, remote_unit=0), testing.State(relations=[relation])
+    )
+    # control-plane/1's endpoint is good: the node goes on (to its certificate) with it alone.
+    assert state.unit_status == testing.WaitingStatus("waiting for the node certificate")
+    worse = {i: {"api-endpoint": '"https://u:p@10.0.0.9:6443"'} for i in (0, 1)}
+    relation = dataclasses.replace(relation, remote_units_data=worse)
+    state = ctx.run(
+        ctx.on.relation_changed(relation, remote_unit=0), testing.State(relations=[relation])
+    )
+    assert isinstance(state.unit_status, testing.WaitingStatus)
+    message = state.unit_status.message
+    assert message.startswith("waiting for a valid API endpoint: control-plane/0 sent a bad")
+    assert "control-plane/1 sent a bad 'api-endpoint'" in message
+
+
+def test_an_unsupported_version_blocks_naming_the_sender_and_key(
+    ctx: testing.Context, machine: Host, ca: pki.CertificateAuthority
+) -> None:
+    relation = kube_control(provider_app(ca, kubernetes_version="1.99.0"))
+    state = ctx.run(ctx.on.config_changed(), testing.State(relations=[relation]))
+    assert isinstance(state.unit_status, testing.BlockedStatus)
+    assert state.unit_status.message.startswith(
+        "unusable 'kubernetes-version' from control-plane: 1.99.0 is not supported"
+    )
