@@ -22,12 +22,13 @@ import importlib.util
 import json
 import posixpath
 import sys
-import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import ops
+
+from kaji import clock
 
 if TYPE_CHECKING:
     from kaji.host import Host
@@ -195,7 +196,8 @@ class ReconcilingCharm(ops.CharmBase):
     def inputs_digest(self) -> str:
         """A digest of everything a reconcile reads that another party can change.
 
-        Config, every relation's id and the data bags of other units and applications, plus
+        Config, the model's proxy settings (JUJU_CHARM_*_PROXY), every relation's id and the
+        data bags of other units and applications, plus
         this application's bag on peer relations (the leader writes it for every unit) and
         :meth:`reconcile_inputs`. Leadership is left out on purpose: gaining it always comes
         with leader-elected, which reconciles in full, and Juju runs no hook on the unit that
@@ -215,8 +217,12 @@ class ReconcilingCharm(ops.CharmBase):
                 for unit in (self.unit, *sorted(relation.units, key=lambda u: u.name)):
                     bags[unit.name] = _bag(relation.data[unit])
                 relations[f"{endpoint}:{relation.id}"] = bags
+        from kaji.host.proxy import juju_proxy_values
+
         data = {
             "config": dict(self.config),
+            # Juju's proxy settings reach hooks as environment, with no event of their own.
+            "proxies": juju_proxy_values(),
             "relations": relations,
             "extra": self.reconcile_inputs(),
         }
@@ -250,7 +256,7 @@ class ReconcilingCharm(ops.CharmBase):
         memory = self._memory
         if memory is None or status.name not in _RECORDABLE:
             return
-        previous, digest, now = self.reconcile_record(), self.inputs_digest(), int(time.time())
+        previous, digest, now = self.reconcile_record(), self.inputs_digest(), int(clock.time())
         at = now
         if (
             previous is not None
@@ -273,7 +279,7 @@ class ReconcilingCharm(ops.CharmBase):
         memory, record = self._memory, self.reconcile_record()
         if memory is None or record is None:
             return None
-        now = time.time()
+        now = clock.time()
         if now - record.at > memory.max_age:
             return None
         if record.recheck_after is not None and now >= record.recheck_after:

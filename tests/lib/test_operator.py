@@ -189,6 +189,15 @@ def test_the_former_leaders_update_status_stays_cheap_and_writes_nothing(machine
     assert record_file.read_bytes() == before
 
 
+def test_changed_proxy_settings_reconcile(machine: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Juju's model proxy settings come as hook environment, with no event of their own."""
+    c = remembering()
+    state = c.run(c.on.config_changed(), settled_state())
+    monkeypatch.setenv("JUJU_CHARM_HTTPS_PROXY", "http://proxy.example:3128")
+    c.run(c.on.update_status(), state)
+    assert RememberingCharm.reconciles == ["probe/0", "probe/0"]
+
+
 def test_extra_inputs_are_part_of_the_digest(
     machine: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
