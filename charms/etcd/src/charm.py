@@ -9,9 +9,9 @@ would lose quorum. The workload itself lives in ``etcd_workload``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
+import posixpath
 import re
 import secrets
 import urllib.parse
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import ops
 
 from kaji.host import HostError
-from kaji.interfaces import RelationDataError, juju_addresses, update_databag
+from kaji.interfaces import RelationDataError, update_databag
 from kaji.operator import ReconcileRecord, ReconcilingCharm, app_secret_content, lazy_import
 
 if TYPE_CHECKING:
@@ -43,6 +43,9 @@ DB = "db"
 CA_SECRET_LABEL = "etcd-ca"  # noqa: S105 - a label, not a secret
 #: In etcd_workload.DATA_ROOT (spelled out: the module loads lazily).
 DEPARTED_MARKER = "/var/lib/kaji/etcd/departed"
+#: Written once this unit knows it is being removed (it departs, or stop/remove runs): from
+#: then on it only leaves, and never writes application data, even while still leader.
+LEAVING_MARKER = "/var/lib/kaji/etcd/leaving"
 RECONCILED_FILE = "/var/lib/kaji/etcd/reconciled.json"
 #: A full reconcile runs at least this often even when nothing changed (certificate renewal).
 FULL_RECONCILE_INTERVAL = 6 * 3600
@@ -51,6 +54,8 @@ EXPIRY_WARNING_DAYS = 30
 RECORDED_NOTE = "etcd not running on this machine: recorded only"
 #: How long a new learner waits (in its own hook) to catch up and promote itself.
 PROMOTE_WAIT = 30.0
+#: At most this many notes (refused or ignored data) are spelled out in the status.
+MAX_NOTES = 2
 
 
 @dataclass
@@ -94,8 +99,10 @@ class EtcdCharm(ReconcilingCharm):
 
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
-        framework.observe(self.on[PEER].relation_departed, self._on_peer_departed)
+        for endpoint in self.meta.relations:
+            framework.observe(self.on[endpoint].relation_departed, self._on_departed)
         framework.observe(self.on.stop, self._on_stop)
+        framework.observe(self.on.remove, self._on_remove)
         framework.observe(self.on.snapshot_action, self._on_snapshot_action)
         framework.observe(self.on.restore_action, self._on_restore_action)
         framework.observe(self.on.health_action, self._on_health_action)
@@ -106,27 +113,54 @@ class EtcdCharm(ReconcilingCharm):
         self._host: Host | None = None
         self._view: ClusterView | None = None
         self._signed: tuple[dict[str, EtcdPeerUnit], dict[str, str]] | None = None
+        self._own: EtcdPeerUnit | None = None
+        self._remote: dict[str, EtcdPeerUnit] | None = None
+        self._app_read: tuple[EtcdPeerApp | None] | None = None
         self.remember_reconciles(self.host, RECONCILED_FILE, max_age=FULL_RECONCILE_INTERVAL)
 
     # -- events ------------------------------------------------------------------------------
 
     def reconcile_events(self) -> list[ops.BoundEvent]:
-        """Every base event except peer departed, which has its own handler."""
-        own = {f"{PEER}_relation_departed"}
-        return [e for e in super().reconcile_events() if e.event_kind not in own]
+        """Every base event except relation-departed, which first looks at who departs."""
+        return [
+            e for e in super().reconcile_events() if not e.event_kind.endswith("relation_departed")
+        ]
 
-    def _on_peer_departed(self, event: ops.RelationDepartedEvent) -> None:
+    def _on_departed(self, event: ops.RelationDepartedEvent) -> None:
+        """A remote unit left; or, when this unit is the departing one, this unit is going.
+
+        Juju names this unit as the departing one only when it (or its application) is no
+        longer alive, and keeps it leader until it is gone, while every departed hook shrinks
+        its view of the remote units (juju/juju worker/uniter/relation/resolver.go,
+        worker/uniter/leadership/resolver.go). From then on it must not rewrite any
+        application data from that view.
+        """
         if event.departing_unit == self.unit:
-            self._leave()
-        else:
-            self.reconcile()
+            self._mark_leaving()
+        self.reconcile()
 
     def _on_stop(self, _: ops.EventBase) -> None:
+        """The stop hook runs only when the unit is being removed."""
+        self._mark_leaving()
         if self.model.get_relation(PEER) is not None and len(self._peer_unit_names()) > 1:
             self._leave()
         else:
             self.host.services.stop(workload.SERVICE)
             self._status = ops.MaintenanceStatus("stopped")
+
+    def _on_remove(self, _: ops.EventBase) -> None:
+        self._mark_leaving()
+        self._status = ops.MaintenanceStatus("removing this unit")
+
+    def _mark_leaving(self) -> None:
+        if not self._leaving():
+            logger.info("this unit is being removed: it only leaves from now on")
+            self.host.ensure_directory(posixpath.dirname(LEAVING_MARKER), 0o700)
+            self.host.write_file(LEAVING_MARKER, f"{self.unit.name}\n", mode=0o600)
+
+    def _leaving(self) -> bool:
+        """Whether this unit (not an earlier one of this machine or storage) is being removed."""
+        return self.host.read_text(LEAVING_MARKER) == f"{self.unit.name}\n"
 
     # -- shared state -----------------------------------------------------------------------
 
@@ -142,12 +176,14 @@ class EtcdCharm(ReconcilingCharm):
             self._host = host
         return self._host
 
-    def _address(self) -> str | None:
+    def _address(self, kind: str = "ingress") -> str | None:
+        """This unit's ingress address (what others reach it at) or its bind address."""
         binding = self.model.get_binding(PEER)
         if binding is None:
             return None
         try:
-            address = binding.network.ingress_address
+            network = binding.network
+            address = network.ingress_address if kind == "ingress" else network.bind_address
         except (ops.ModelError, RuntimeError):
             return None
         return None if address is None else str(address)
@@ -161,16 +197,29 @@ class EtcdCharm(ReconcilingCharm):
             return None
         return str(path) if path.stat().st_size > 0 else None
 
-    def _member(self) -> workload.Member:
-        """This unit's member (raises ConfigError, EtcdError, HostError, _NotReadyError)."""
+    def _member(self, *, install: bool = True) -> workload.Member:
+        """This unit's member (raises ConfigError, EtcdError, HostError, _NotReadyError).
+
+        ``install=False`` (actions, leaving, the cheap update-status) installs nothing: it
+        uses the binaries already on the machine.
+        """
         config = workload.parse_config(dict(self.config))
         address = self._address()
         if address is None:
             raise _NotReadyError(ops.WaitingStatus("waiting for the unit's network address"))
-        binaries = workload.ensure_binaries(self.host, config, self._resource())
+        if install:
+            binaries = workload.ensure_binaries(self.host, config, self._resource())
+        else:
+            binaries = workload.find_binaries(self.host)
         extra = ("127.0.0.1",) if not self.host.is_sandbox and address != "127.0.0.1" else ()
         return workload.Member(
-            self.host, config, binaries, etcd_peers.member_name_for(self.unit.name), address, extra
+            self.host,
+            config,
+            binaries,
+            etcd_peers.member_name_for(self.unit.name),
+            address,
+            extra,
+            listen_address=self._address("bind") or address,
         )
 
     def _peer_unit_names(self) -> set[str]:
@@ -185,6 +234,10 @@ class EtcdCharm(ReconcilingCharm):
     def reconcile(self) -> None:
         """Validate config, install, exchange certificates, manage membership, serve clients."""
         self._status, self._notes, self._view, self._signed = None, [], None, None
+        self._own, self._remote, self._app_read = None, None, None
+        if self._leaving():
+            self._leave()  # retried until it succeeds; never writes application data
+            return
         try:
             workload.parse_config(dict(self.config))
         except workload.ConfigError as error:
@@ -223,8 +276,23 @@ class EtcdCharm(ReconcilingCharm):
         if expiry is not None:
             self._notes.append(expiry)
         self._status = self._status or self._cluster_status(member, relation)
-        live = member.binaries.live
-        self.record_reconciled(self._status, facts={"service": workload.SERVICE, "live": live})
+        if self._notes and self._status.name != "active":  # active statuses carry them
+            self._status = ops.StatusBase.from_name(
+                self._status.name, f"{self._status.message}{self._notes_text()}"
+            )
+        self.record_reconciled(self._status, facts=self._facts(member, relation))
+
+    def _facts(self, member: workload.Member, relation: ops.Relation) -> dict[str, Any]:
+        """What the cheap update-status needs from this reconcile (no relation reads then)."""
+        if not member.binaries.live:
+            return {"service": workload.SERVICE, "live": False}
+        app = self._app_data(relation)
+        return {
+            "service": workload.SERVICE,
+            "live": True,
+            "endpoints": self._member_client_urls(member, relation) or [member.client_url],
+            "members": sorted(app.members) if app else [],
+        }
 
     def _publish_unit(self, member: workload.Member, relation: ops.Relation) -> KeyAndRequest:
         from kaji import certs
@@ -235,20 +303,24 @@ class EtcdCharm(ReconcilingCharm):
         request = certs.ensure_key_and_csr(
             self.host, workload.PKI_DIR, workload.MEMBER_KEY_NAME, identity
         )
-        data = EtcdPeerUnit(
+        bag = relation.data[self.unit]
+        self._own = EtcdPeerUnit(
             member_name=member.name,
             hostname=hostname,
             addresses=(member.address,),
             peer_url=member.peer_url,
             client_url=member.client_url,
             peer_csr=request.csr_pem,
-        ).to_databag()
-        bag = relation.data[self.unit]
-        voter_id = bag.get("member-id")
-        if voter_id is not None:
-            data["member-id"] = voter_id
-        update_databag(bag, data)
+            member_id=_own_member_id(bag),
+        )
+        update_databag(bag, self._own.to_databag())
         return request
+
+    def _publish_member_id(self, relation: ops.Relation, member_id: str | None) -> None:
+        """Say (hex ID) or stop saying (None) that this unit is a voting member."""
+        assert self._own is not None
+        self._own = self._own.with_member_id(member_id)
+        update_databag(relation.data[self.unit], self._own.to_databag())
 
     # -- leader: CA, member certificates, membership --------------------------------------------
 
@@ -264,31 +336,71 @@ class EtcdCharm(ReconcilingCharm):
             return None
         return pki.CertificateAuthority(cert_pem=content["cert"], key_pem=content["key"])
 
+    def _remote_peers(self, relation: ops.Relation) -> dict[str, EtcdPeerUnit]:
+        """The other units' valid peer data, read once per hook; refusals logged and noted.
+
+        Valid: the typed contract holds, the CSR names the unit, and its addresses and URL
+        hosts are the addresses Juju reports for it (``ingress-address`` in its databag).
+        """
+        if self._remote is None:
+            from kaji.interfaces.etcd_peers import read_peer_unit
+
+            self._remote = {}
+            for unit in sorted(relation.units, key=lambda u: u.name):
+                try:
+                    data = read_peer_unit(relation.data[unit], unit.name)
+                except RelationDataError as error:
+                    self._refuse(unit.name, "peer data", error)
+                    continue
+                if data is not None:
+                    self._remote[unit.name] = data
+        return self._remote
+
     def _peer_units(self, relation: ops.Relation) -> dict[str, EtcdPeerUnit]:
-        """Every peer unit's valid data (own included); refusals are logged and noted."""
-        from kaji.interfaces.etcd_peers import read_peer_unit
+        """Every peer unit's valid data, this unit's own (as just published) included."""
+        found = dict(self._remote_peers(relation))
+        if self._own is not None:
+            found[self.unit.name] = self._own
+        return dict(sorted(found.items()))
 
-        found: dict[str, EtcdPeerUnit] = {}
-        for unit in (self.unit, *sorted(relation.units, key=lambda u: u.name)):
-            bag = relation.data[unit]
+    def _refuse(self, sender: str, what: str, error: Exception) -> None:
+        """Log and note (for the status) that ``sender``'s ``what`` is ignored, and why."""
+        if isinstance(error, RelationDataError):
+            reason = f"{error.key} {error.reason}"
+        else:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        note = f"refusing {sender}'s {what}: {reason}"
+        logger.warning("%s", note)
+        self._notes.append(note if len(note) <= 160 else f"{note[:157]}...")
+
+    def _notes_text(self) -> str:
+        """``; note; note; and N more (see debug-log)``, or empty."""
+        notes = list(dict.fromkeys(self._notes))
+        if not notes:
+            return ""
+        shown, more = notes[:MAX_NOTES], len(notes) - MAX_NOTES
+        tail = [f"and {more} more (see debug-log)"] if more > 0 else []
+        return "; " + "; ".join([*shown, *tail])
+
+    def _app_data(self, relation: ops.Relation) -> EtcdPeerApp | None:
+        """The leader's peer application data, read once per hook (None: none or malformed)."""
+        if self._app_read is None:
+            from kaji.interfaces.etcd_peers import read_peer_app
+
             try:
-                data = read_peer_unit(bag, unit.name)
+                self._app_read = (read_peer_app(relation.data[self.app]),)
             except RelationDataError as error:
-                self._refuse(unit.name, str(error))
-                continue
-            if data is None:
-                continue
-            claimed, known = set(data.addresses), juju_addresses(bag)
-            if unit != self.unit and known and not claimed <= known:
-                extra = ", ".join(sorted(claimed - known))
-                self._refuse(unit.name, f"addresses {extra} are not the unit's (Juju: {known})")
-                continue
-            found[unit.name] = data
-        return found
+                if self.unit.is_leader():  # its own earlier data: _lead rewrites it
+                    note = f"replacing malformed peer application data: {error.key}"
+                    logger.warning("%s (%s)", note, error)
+                    self._notes.append(note)
+                else:
+                    self._refuse(f"the {self.app.name} leader", "peer application data", error)
+                self._app_read = (None,)
+        return self._app_read[0]
 
-    def _refuse(self, unit: str, reason: str) -> None:
-        logger.warning("refusing the request of %s: %s", unit, reason)
-        self._notes.append(f"refused {unit}'s request (see debug-log)")
+    def _forget_app_data(self) -> None:
+        self._app_read = None
 
     def _lead(self, member: workload.Member, relation: ops.Relation) -> None:
         from kaji import certs, pki
@@ -297,8 +409,7 @@ class EtcdCharm(ReconcilingCharm):
         ca = self._ca()
         if ca is None:
             return
-        bag = relation.data[self.app]
-        current = _read_app(bag)
+        current = self._app_data(relation)
         if self._signed is None:  # once per hook: the second pass only updates membership
             peers = self._peer_units(relation)
             certificates: dict[str, str] = {}
@@ -310,23 +421,27 @@ class EtcdCharm(ReconcilingCharm):
                         data.peer_csr, expected, ca, pki.Profile.PEER, existing
                     )
                 except pki.PKIError as error:
-                    self._refuse(unit, str(error))
+                    self._refuse(unit, "member certificate request", error)
             self._signed = (peers, certificates)
         peers, certificates = self._signed
-        token = current.cluster_token if current else f"kaji-etcd-{secrets.token_hex(8)}"
+        token = current.cluster_token if current else _cluster_token(member)
         members, state, ids = self._membership(member, relation, current, peers, certificates)
-        app = EtcdPeerApp(
-            ca_cert=ca.cert_pem,
-            cluster_token=token,
-            cluster_state=state,
-            members=members,
-            certificates=certificates,
-        )
-        extras = {
-            "member-ids": json.dumps(ids, sort_keys=True, separators=(",", ":")),
-            "recorded-only": json.dumps(not member.binaries.live),
-        }
-        update_databag(bag, {**app.to_databag(), **extras})
+        try:
+            app = EtcdPeerApp(
+                ca_cert=ca.cert_pem,
+                cluster_token=token,
+                cluster_state=state,
+                members=members,
+                certificates=certificates,
+                member_ids=ids,
+                recorded_only=not member.binaries.live,
+            )
+        except RelationDataError as error:  # e.g. a member etcd lists with an odd URL
+            logger.error("not publishing the peer application data: %s", error)
+            self._notes.append(f"cannot publish the membership: {error.key} {error.reason}")
+            return
+        update_databag(relation.data[self.app], app.to_databag())
+        self._forget_app_data()
 
     def _membership(
         self,
@@ -339,7 +454,7 @@ class EtcdCharm(ReconcilingCharm):
         """The members map, cluster state and member IDs to publish; changes etcd if live."""
         if not current or not current.members:
             return {member.name: member.peer_url}, "new", {}
-        old_ids = _member_ids(relation)
+        old_ids = dict(current.member_ids)
         present = {etcd_peers.member_name_for(u) for u in self._peer_unit_names()}
         if not member.binaries.live:
             members = {n: u for n, u in current.members.items() if n in present}
@@ -348,7 +463,7 @@ class EtcdCharm(ReconcilingCharm):
                     members[data.member_name] = data.peer_url
             started = member.is_running() or current.cluster_state == "existing"
             return members, "existing" if started else "new", {}
-        endpoints = self._member_client_urls(relation)
+        endpoints = self._member_client_urls(member, relation)
         try:
             listed = self._change_membership(member, endpoints, peers, certificates, present)
         except workload.EtcdError as error:
@@ -413,7 +528,7 @@ class EtcdCharm(ReconcilingCharm):
     ) -> None:
         from kaji import certs, pki
 
-        app = _read_app(relation.data[self.app])
+        app = self._app_data(relation)
         if app is None:
             self._status = ops.WaitingStatus("waiting for the leader to create the cluster CA")
             return
@@ -424,7 +539,7 @@ class EtcdCharm(ReconcilingCharm):
         assert cert is not None
         member.install_certificates(app.ca_cert, cert)
         record = member.join_record()
-        ids = _member_ids(relation)
+        ids = app.member_ids
         retire = None
         if record is not None and record.token != app.cluster_token:
             retire = "cluster-restored"
@@ -436,7 +551,7 @@ class EtcdCharm(ReconcilingCharm):
         if record is not None and retire is not None:
             where = member.retire_data(retire)
             logger.warning("this member's data is stale (%s); kept in %s", retire, where)
-            relation.data[self.unit].pop("member-id", None)
+            self._publish_member_id(relation, None)
             record = None
         if record is None:
             if member.name not in app.members:
@@ -455,12 +570,13 @@ class EtcdCharm(ReconcilingCharm):
             return
         if record.member_id is None and ids.get(member.name):
             member.write_join_record(workload.with_member_id(record, ids[member.name]))
-        if relation.data[self.unit].get("member-id") is None:
-            endpoints = self._member_client_urls(relation) or [member.client_url]
+        assert self._own is not None
+        if self._own.member_id is None:
+            endpoints = self._member_client_urls(member, relation) or [member.client_url]
             if member.promote_self(endpoints, wait=PROMOTE_WAIT):
                 own = member.own_id()
                 if own is not None:
-                    relation.data[self.unit]["member-id"] = json.dumps(f"{own:x}")
+                    self._publish_member_id(relation, f"{own:x}")
             else:
                 self._status = ops.WaitingStatus("learner: catching up before promotion")
 
@@ -471,61 +587,56 @@ class EtcdCharm(ReconcilingCharm):
         to the current cluster and -- when etcd runs -- this unit is a voting member (its
         ``member-id`` is published) whose WAL exists (checked by ``Member.settle``).
         """
-        app = _read_app(relation.data[self.app])
+        app = self._app_data(relation)
         record = member.join_record()
         if app is None or record is None or record.token != app.cluster_token:
             return
         if app.cluster_state != "existing" or member.name not in app.members:
             return
-        if member.binaries.live and not relation.data[self.unit].get("member-id"):
+        if member.binaries.live and not (self._own and self._own.member_id):
             return
         try:
             member.settle(app.members)
         except (HostError, OSError) as error:
             logger.warning("cannot settle the etcd config: %s", error)
 
-    def _member_client_urls(self, relation: ops.Relation) -> list[str]:
+    def _member_client_urls(self, member: workload.Member, relation: ops.Relation) -> list[str]:
         """Where to reach the cluster: the members the leader published, and voting units.
 
-        A member's client URL is its peer URL's host on the client port. This unit's own URL
-        is left out until it is a voting member: a learner cannot answer cluster requests,
-        and etcdctl tries its endpoints in turn.
+        A member's client URL is its peer URL's host on the client port; a voting unit's is
+        its validated peer data's. This unit's own URL is left out until it is a voting
+        member: a learner cannot answer cluster requests, and etcdctl tries its endpoints in
+        turn.
         """
-        port = workload.parse_config(dict(self.config)).client_port
-        urls = set()
-        try:
-            members = json.loads(relation.data[self.app].get("members", "{}"))
-        except ValueError:
-            members = {}
-        for peer_url in members.values() if isinstance(members, dict) else ():
-            host = urllib.parse.urlsplit(str(peer_url)).netloc.rpartition(":")[0]
-            if host:
-                urls.add(f"https://{host}:{port}")
-        for unit in (self.unit, *relation.units):
-            bag = relation.data[unit]
-            if bag.get("member-id"):
-                try:
-                    urls.add(str(json.loads(bag["client-url"])))
-                except (KeyError, ValueError):
-                    continue
-        own = relation.data[self.unit]
-        if not own.get("member-id"):
-            with contextlib.suppress(ValueError):
-                urls.discard(str(json.loads(own.get("client-url", "null"))))
+        port = member.config.client_port
+        app = self._app_data(relation)
+        urls = {_on_port(url, port) for url in app.members.values()} if app else set()
+        urls |= {d.client_url for d in self._remote_peers(relation).values() if d.member_id}
+        own_voting = self._own.member_id if self._own else _own_member_id(relation.data[self.unit])
+        if own_voting:
+            urls.add(member.client_url)
+        else:
+            urls.discard(member.client_url)
         return sorted(urls)
 
     # -- leaving -------------------------------------------------------------------------------
 
     def _leave(self) -> None:
-        """Remove this unit's member before it stops, unless that would lose quorum."""
+        """Remove this unit's member before it stops, unless that would lose quorum.
+
+        Touches only this machine and etcd's member list: never relation data.
+        """
+        if self.host.exists(DEPARTED_MARKER):
+            self._status = ops.MaintenanceStatus("this unit left the cluster; etcd is stopped")
+            return
         try:
-            member = self._member()
+            member = self._member(install=False)
         except Exception as error:
             logger.warning("leaving without touching etcd: %s", error)
             self._status = ops.MaintenanceStatus("leaving")
             return
         relation = self.model.get_relation(PEER)
-        endpoints = self._member_client_urls(relation) if relation else []
+        endpoints = self._member_client_urls(member, relation) if relation else []
         if member.binaries.live and member.is_running():
             try:
                 listed = member.member_list(endpoints or None)
@@ -584,40 +695,44 @@ class EtcdCharm(ReconcilingCharm):
                         current.certificate_for(unit.name) if current else None,
                     )
                 except (RelationDataError, pki.PKIError) as error:
-                    self._refuse(unit.name, str(error))
-            data = EtcdProviderApp(
-                client_urls=tuple(urls), ca_cert=ca.cert_pem, certificates=issued
-            )
+                    self._refuse(unit.name, "client certificate request", error)
+            try:
+                data = EtcdProviderApp(
+                    client_urls=tuple(urls), ca_cert=ca.cert_pem, certificates=issued
+                )
+            except RelationDataError as error:  # e.g. a member etcd lists with an odd URL
+                logger.error("not publishing to the clients: %s", error)
+                self._notes.append(f"cannot publish to the clients: {error.key} {error.reason}")
+                return
             update_databag(bag, data.to_databag())
 
     def _client_urls(self, member: workload.Member, relation: ops.Relation) -> list[str]:
         """Client URLs of the healthy members (live) or of the recorded members."""
         if member.binaries.live:
             return self._cluster_view(member, relation).healthy_client_urls()
-        app = _read_app(relation.data[self.app])
+        app = self._app_data(relation)
         if app is None:
             return []
-        by_name = {}
-        for unit in (self.unit, *relation.units):
-            raw = relation.data[unit]
-            try:
-                name = json.loads(raw.get("member-name", "null"))
-                url = json.loads(raw.get("client-url", "null"))
-            except ValueError:
-                continue
-            if isinstance(name, str) and isinstance(url, str):
-                by_name[name] = url
+        # Only validated peer data: a refused peer's URL is never published.
+        by_name = {d.member_name: d.client_url for d in self._peer_units(relation).values()}
         return sorted(by_name[n] for n in app.members if n in by_name)
 
     # -- status ----------------------------------------------------------------------------
 
-    def _cluster_view(self, member: workload.Member, relation: ops.Relation) -> ClusterView:
+    def _cluster_view(
+        self,
+        member: workload.Member,
+        relation: ops.Relation,
+        endpoints: list[str] | None = None,
+    ) -> ClusterView:
+        """What etcd says (asked once per dispatch, through ``endpoints`` when given)."""
         if self._view is not None:
             return self._view
         if not member.binaries.live:
             self._view = ClusterView(live=False)
             return self._view
-        endpoints = self._member_client_urls(relation) or [member.client_url]
+        if endpoints is None:
+            endpoints = self._member_client_urls(member, relation) or [member.client_url]
         view = ClusterView(live=True)
         try:
             view.members = member.member_list(endpoints)
@@ -633,10 +748,9 @@ class EtcdCharm(ReconcilingCharm):
         return view
 
     def _cluster_status(self, member: workload.Member, relation: ops.Relation) -> ops.StatusBase:
-        notes = "; ".join(dict.fromkeys(self._notes))
-        suffix = f"; {notes}" if notes else ""
+        suffix = self._notes_text()
         if not member.binaries.live:
-            app = _read_app(relation.data[self.app])
+            app = self._app_data(relation)
             count = len(app.members) if app else 0
             return ops.ActiveStatus(f"{members_text(count)} ({RECORDED_NOTE}){suffix}")
         view = self._cluster_view(member, relation)
@@ -666,18 +780,22 @@ class EtcdCharm(ReconcilingCharm):
             )
         return ops.ActiveStatus(f"healthy, {members_text(len(voters))}, {leader_text}{suffix}")
 
-    def assess_status(self) -> ops.StatusBase:
-        """The status the last reconcile (or leave, or the cheap update-status path) found."""
-        if self._status is None:
-            self.reconcile()
-        assert self._status is not None
+    def assess_status(self) -> ops.StatusBase | None:
+        """The status this dispatch's reconcile (or leave) reached; None when none ran.
+
+        Read-only: collect-status also runs after actions, which must change nothing.
+        """
         return self._status
 
     # -- cheap update-status (kaji.operator's record) -------------------------------------------
 
     def reconcile_inputs(self) -> dict[str, Any]:
         """Besides config, leadership and relation data, a reconcile reads address and hostname."""
-        return {"address": self._address(), "hostname": dns_hostname(self.host.hostname)}
+        return {
+            "address": self._address(),
+            "bind": self._address("bind"),
+            "hostname": dns_hostname(self.host.hostname),
+        }
 
     def still_healthy(self, record: ReconcileRecord) -> bool:
         """This member still runs as the last reconcile left it (live: cluster settled).
@@ -686,7 +804,9 @@ class EtcdCharm(ReconcilingCharm):
         says, so this needs neither etcd nor the workload module.
         """
         service = record.facts.get("service")
-        if not isinstance(service, str) or self.host.exists(DEPARTED_MARKER):
+        if not isinstance(service, str):
+            return False
+        if self.host.exists(DEPARTED_MARKER) or self._leaving():
             return False
         if not self.host.services.is_running(service):
             return False
@@ -695,25 +815,30 @@ class EtcdCharm(ReconcilingCharm):
             return False
         if record.facts.get("live") is False:
             return True
-        member = self._member()
+        endpoints, expected = record.facts.get("endpoints"), record.facts.get("members")
+        if not isinstance(endpoints, list) or not isinstance(expected, list):
+            return False
+        member = self._member(install=False)
         if not member.binaries.live:
             return False  # it was live at the last reconcile: look again in full
+        # The digest is unchanged, so the relation data (and the endpoints and members the
+        # last reconcile read from it) are too: nothing needs reading or validating again.
+        view = self._cluster_view(member, relation, [str(e) for e in endpoints])
         status = self._cluster_status(member, relation)
-        view = self._cluster_view(member, relation)
-        expected = set(json.loads(relation.data[self.app].get("members", "{}")))
         settled = not any(m.is_learner or not m.started for m in view.members)
         return (
             isinstance(status, ops.ActiveStatus)
             and settled
-            and {m.name for m in view.members} == expected
+            and {m.name for m in view.members} == {str(n) for n in expected}
             and (status.name, status.message) == record.status
         )
 
     # -- actions ---------------------------------------------------------------------------
 
     def _action_member(self, event: ops.ActionEvent) -> workload.Member | None:
+        """This unit's running member for an action (which installs and writes nothing)."""
         try:
-            member = self._member()
+            member = self._member(install=False)
         except Exception as error:
             event.fail(f"etcd is not set up on this unit: {error}")
             return None
@@ -749,8 +874,16 @@ class EtcdCharm(ReconcilingCharm):
         )
 
     def _on_restore_action(self, event: ops.ActionEvent) -> None:
+        """Restore the snapshot as a new one-member cluster and publish that (its whole job).
+
+        The other units set their data aside when they see the new cluster token, and the
+        leader adds them back one by one in the hooks that follow, as for any new member.
+        """
         if not self.unit.is_leader():
             event.fail("run restore on the leader unit (juju run etcd/leader restore)")
+            return
+        if self._leaving():
+            event.fail("this unit is being removed; run restore on the next leader")
             return
         member = self._action_member(event)
         relation = self.model.get_relation(PEER)
@@ -759,6 +892,9 @@ class EtcdCharm(ReconcilingCharm):
                 event.fail("no peer relation yet")
             return
         path = event.params.get("path")
+        if path and not str(path).startswith("/"):
+            event.fail("path must be absolute")
+            return
         if path:
             real = str(self.host.path(str(path)))
         else:
@@ -767,7 +903,7 @@ class EtcdCharm(ReconcilingCharm):
             except (ops.ModelError, NameError):
                 event.fail("give path= or attach the snapshot resource")
                 return
-        current = _read_app(relation.data[self.app])
+        current = self._app_data(relation)
         if current is None:
             event.fail("the cluster is not set up yet")
             return
@@ -795,17 +931,14 @@ class EtcdCharm(ReconcilingCharm):
             cluster_state="existing",
             members={member.name: member.peer_url},
             certificates=current.certificates,
+            member_ids=ids,
+            recorded_only=False,
         )
-        extras = {
-            "member-ids": json.dumps(ids, sort_keys=True, separators=(",", ":")),
-            "recorded-only": json.dumps(False),
-        }
-        update_databag(relation.data[self.app], {**app.to_databag(), **extras})
+        update_databag(relation.data[self.app], app.to_databag())
         status = member.snapshot_status(real)
         event.set_results(
             {"member": member.name, "revision": status.get("revision", 0), "token": token}
         )
-        self.reconcile()
 
     def _on_health_action(self, event: ops.ActionEvent) -> None:
         member = self._action_member(event)
@@ -839,7 +972,7 @@ class EtcdCharm(ReconcilingCharm):
         if member is None or relation is None:
             return
         try:
-            members = member.member_list(self._member_client_urls(relation) or None)
+            members = member.member_list(self._member_client_urls(member, relation) or None)
         except workload.EtcdError as error:
             event.fail(str(error))
             return
@@ -870,7 +1003,7 @@ class EtcdCharm(ReconcilingCharm):
         endpoints = [member.client_url]
         try:
             if event.params.get("all"):
-                listed = member.member_list(self._member_client_urls(relation))
+                listed = member.member_list(self._member_client_urls(member, relation))
                 endpoints = sorted(m.client_urls[0] for m in listed if m.client_urls)
             output = member.defrag(endpoints)
         except workload.EtcdError as error:
@@ -887,9 +1020,7 @@ class _NotReadyError(Exception):
 
 def _member_cert_expiry(host: Host) -> str | None:
     """``member certificate expires in N days`` when under EXPIRY_WARNING_DAYS, else None."""
-    from datetime import datetime, timezone
-
-    from kaji import pki
+    from kaji import clock, pki
 
     cert = host.read_text(f"{workload.PKI_DIR}/{workload.MEMBER_KEY_NAME}.crt")
     if not cert:
@@ -898,7 +1029,7 @@ def _member_cert_expiry(host: Host) -> str | None:
         info = pki.read_certificate(cert)
     except pki.PKIError:
         return None
-    left = info.not_after - datetime.now(timezone.utc)
+    left = info.not_after - clock.now()
     if left.days >= EXPIRY_WARNING_DAYS:
         return None
     return f"member certificate expires in {max(left.days, 0)} days"
@@ -910,25 +1041,31 @@ def _etcd_on_path() -> bool:
     return bool(shutil.which("etcd") and shutil.which("etcdctl"))
 
 
-def _read_app(bag: ops.RelationDataContent) -> EtcdPeerApp | None:
-    from kaji.interfaces.etcd_peers import read_peer_app
-
+def _own_member_id(bag: ops.RelationDataContent) -> str | None:
+    """This unit's published member-id; a malformed one is dropped (it is rewritten)."""
     try:
-        return read_peer_app(bag)
+        return etcd_peers.read_member_id(bag)
     except RelationDataError as error:
-        logger.warning("ignoring malformed peer application data: %s", error)
+        logger.warning("dropping this unit's malformed member-id: %s", error)
         return None
 
 
-def _member_ids(relation: ops.Relation | None) -> dict[str, str]:
-    if relation is None:
-        return {}
-    raw = relation.data[relation.app].get("member-ids") if relation.app else None
-    try:
-        ids = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in ids.items()} if isinstance(ids, dict) else {}
+def _cluster_token(member: workload.Member) -> str:
+    """The token of the cluster this member's data belongs to, or a new one.
+
+    Used when the peer application data is missing or malformed: keeping the token the
+    members' data was made with keeps them from setting it aside as another cluster's.
+    """
+    record = member.join_record()
+    if record is not None and re.fullmatch(r"[A-Za-z0-9._-]{1,128}", record.token):
+        return record.token
+    return f"kaji-etcd-{secrets.token_hex(8)}"
+
+
+def _on_port(url: str, port: int) -> str:
+    """``https://<url's host>:<port>`` (IPv6 hosts bracketed)."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 def _unit_number(unit: str) -> tuple[str, int]:

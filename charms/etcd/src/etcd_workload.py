@@ -63,6 +63,12 @@ _MAX_QUOTA = 100 * 1024**3
 logger = logging.getLogger(__name__)
 
 
+def _shown(value: object) -> str:
+    """A value as an error message quotes it: its repr, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 class ConfigError(ValueError):
     """An invalid config option; ``option`` names it."""
 
@@ -104,7 +110,7 @@ def parse_size(text: str) -> int:
     """
     match = _SIZE.fullmatch(text.strip())
     if not match:
-        raise ValueError(f"{text!r} is not a size (e.g. 2GiB, 512MiB, 8G)")
+        raise ValueError(f"{_shown(text)} is not a size (e.g. 2GiB, 512MiB, 8G)")
     number, unit, _ = match.groups()
     power = " KMGT".index(unit.upper()) if unit else 0
     return int(float(number) * 1024**power)
@@ -113,7 +119,7 @@ def parse_size(text: str) -> int:
 def _int_option(options: Mapping[str, object], name: str, low: int, high: int) -> int:
     value = options.get(name)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, f"must be an integer, got {value!r}")
+        raise ConfigError(name, f"must be an integer, got {_shown(value)}")
     if not low <= value <= high:
         raise ConfigError(name, f"must be between {low} and {high}, got {value}")
     return value
@@ -122,7 +128,7 @@ def _int_option(options: Mapping[str, object], name: str, low: int, high: int) -
 def _str_option(options: Mapping[str, object], name: str) -> str:
     value = options.get(name)
     if not isinstance(value, str):
-        raise ConfigError(name, f"must be a string, got {value!r}")
+        raise ConfigError(name, f"must be a string, got {_shown(value)}")
     return value.strip()
 
 
@@ -134,7 +140,7 @@ def parse_config(options: Mapping[str, object]) -> EtcdConfig:
     """
     version = _str_option(options, "version")
     if not _VERSION.fullmatch(version):
-        raise ConfigError("version", f"must look like 3.5.17, got {version!r}")
+        raise ConfigError("version", f"must look like 3.5.17, got {_shown(version)}")
     client_port = _int_option(options, "client-port", 1, 65535)
     peer_port = _int_option(options, "peer-port", 1, 65535)
     if client_port == peer_port:
@@ -156,15 +162,19 @@ def parse_config(options: Mapping[str, object]) -> EtcdConfig:
         raise ConfigError("quota-backend-bytes", f"must be at most 100GiB, got {quota_text}")
     mode = _str_option(options, "auto-compaction-mode")
     if mode not in ("periodic", "revision"):
-        raise ConfigError("auto-compaction-mode", f"must be periodic or revision, got {mode!r}")
+        raise ConfigError(
+            "auto-compaction-mode", f"must be periodic or revision, got {_shown(mode)}"
+        )
     retention = _str_option(options, "auto-compaction-retention")
     match = _DURATION.fullmatch(retention)
     if not match or (mode == "revision" and match.group(2)):
         expected = "a revision count" if mode == "revision" else "a duration like 1h or 30m"
-        raise ConfigError("auto-compaction-retention", f"must be {expected}, got {retention!r}")
+        raise ConfigError(
+            "auto-compaction-retention", f"must be {expected}, got {_shown(retention)}"
+        )
     mirror = _str_option(options, "release-mirror").rstrip("/")
     if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", mirror):
-        raise ConfigError("release-mirror", f"must be an http(s) URL, got {mirror!r}")
+        raise ConfigError("release-mirror", f"must be an http(s) URL, got {_shown(mirror)}")
     sha256 = _str_option(options, "etcd-sha256").lower()
     if sha256 and not _SHA256.fullmatch(sha256):
         raise ConfigError("etcd-sha256", "must be empty or 64 hex digits")
@@ -214,15 +224,13 @@ def fetch_release_sha256(config: EtcdConfig, timeout: float = 30) -> str:
     Raises:
         EtcdError: the checksum file cannot be fetched or does not list the tarball.
     """
-    import urllib.error
-    import urllib.request
+    from kaji.host import BinaryInstallError, fetch_text
 
     url = release_url(config)
     sums_url = url.rsplit("/", 1)[0] + "/SHA256SUMS"
     try:
-        with urllib.request.urlopen(sums_url, timeout=timeout) as response:  # noqa: S310
-            text = response.read(1 << 20).decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError) as error:
+        text = fetch_text(sums_url, timeout=timeout)  # through the model's proxies
+    except BinaryInstallError as error:
         raise EtcdError(f"cannot fetch {sums_url}: {error}") from error
     wanted = url.rsplit("/", 1)[1]
     for line in text.splitlines():
@@ -244,11 +252,7 @@ def ensure_binaries(host: Host, config: EtcdConfig, resource: str | None = None)
         EtcdError, kaji.host.BinaryInstallError: the binaries cannot be installed.
     """
     if host.is_sandbox:
-        etcd, etcdctl = shutil.which("etcd"), shutil.which("etcdctl")
-        if etcd and etcdctl and host.services.runs_processes:
-            return Binaries(etcd, etcdctl, live=True)
-        placeholder = str(host.path("/opt/kaji/etcd/current"))
-        return Binaries(f"{placeholder}/etcd", f"{placeholder}/etcdctl", live=False)
+        return _sandbox_binaries(host)
     from kaji.host import install_binaries, installed_version
 
     files = ["etcd", "etcdctl"]
@@ -270,6 +274,29 @@ def ensure_binaries(host: Host, config: EtcdConfig, resource: str | None = None)
             strip_components=1,
         )
     return Binaries(str(current / "etcd"), str(current / "etcdctl"), live=True)
+
+
+def find_binaries(host: Host) -> Binaries:
+    """The binaries already installed, installing nothing (for actions and leaving).
+
+    Raises:
+        EtcdError: etcd is not installed on this machine yet.
+    """
+    if host.is_sandbox:
+        return _sandbox_binaries(host)
+    current = host.path("/opt/kaji/etcd/current")
+    if not (current / "etcd").exists() or not (current / "etcdctl").exists():
+        raise EtcdError("etcd is not installed on this machine yet")
+    return Binaries(str(current / "etcd"), str(current / "etcdctl"), live=True)
+
+
+def _sandbox_binaries(host: Host) -> Binaries:
+    """A sandbox downloads nothing: etcd from PATH when processes run, else only recorded."""
+    etcd, etcdctl = shutil.which("etcd"), shutil.which("etcdctl")
+    if etcd and etcdctl and host.services.runs_processes:
+        return Binaries(etcd, etcdctl, live=True)
+    placeholder = str(host.path("/opt/kaji/etcd/current"))
+    return Binaries(f"{placeholder}/etcd", f"{placeholder}/etcdctl", live=False)
 
 
 # --- membership data ----------------------------------------------------------------------------
@@ -368,6 +395,10 @@ class Member:
     name: str
     address: str
     extra_listen: tuple[str, ...] = field(default_factory=tuple)
+    #: Where etcd listens: the machine's bind address (default: ``address``). ``address`` is
+    #: the ingress address other units reach it at, which etcd advertises; behind NAT or
+    #: with spaces the two differ.
+    listen_address: str | None = None
 
     @property
     def client_url(self) -> str:
@@ -482,8 +513,9 @@ class Member:
         """
         c = self.config
         where = (lambda p: p) if machine_paths else self.path
+        listen = _url_host(self.listen_address or self.address)
         extra = (f"https://{_url_host(a)}:{c.client_port}" for a in self.extra_listen)
-        listen_clients = sorted({self.client_url, *extra})
+        listen_clients = sorted({f"https://{listen}:{c.client_port}", *extra})
 
         def tls() -> dict[str, object]:
             return {
@@ -499,7 +531,7 @@ class Member:
             "data-dir": where(DATA_DIR),
             "listen-client-urls": ",".join(listen_clients),
             "advertise-client-urls": self.client_url,
-            "listen-peer-urls": self.peer_url,
+            "listen-peer-urls": f"https://{listen}:{c.peer_port}",
             "initial-advertise-peer-urls": self.peer_url,
             "heartbeat-interval": c.heartbeat_interval,
             "election-timeout": c.election_timeout,
@@ -921,6 +953,7 @@ __all__ = [
     "MemberInfo",
     "SnapshotInfo",
     "ensure_binaries",
+    "find_binaries",
     "grow",
     "initial_cluster",
     "parse_config",

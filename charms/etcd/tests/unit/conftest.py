@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import etcd_workload as workload
 import pytest
 from etcd_testlib import FakeEtcd
 from ops import testing
@@ -40,3 +42,24 @@ def fake_etcd(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEtcd]:
     fake = FakeEtcd()
     fake.install(monkeypatch)
     return fake
+
+
+@pytest.fixture
+def fake_etcdctl(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """etcdctl's snapshot and defrag commands, recorded; `snapshot save` writes a file."""
+    calls: list[tuple[str, ...]] = []
+
+    def etcdctl(self: workload.Member, *args: str, endpoints: Any = None, **_: Any) -> str:
+        calls.append((*args, *(endpoints or ())))
+        if args[:2] == ("snapshot", "save"):
+            Path(args[2]).write_bytes(b"snapshot-bytes")
+        return "Finished defragmenting etcd member[https://192.0.2.0:2379]\n"
+
+    def status(self: workload.Member, real_path: str) -> dict[str, int]:
+        if not Path(real_path).is_file() or Path(real_path).read_bytes() != b"snapshot-bytes":
+            raise workload.EtcdError("not a valid snapshot: bad hash")
+        return {"hash": 1, "revision": 42, "totalKey": 7, "totalSize": 14}
+
+    monkeypatch.setattr(workload.Member, "etcdctl", etcdctl)
+    monkeypatch.setattr(workload.Member, "snapshot_status", status)
+    return calls

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import etcd_workload as workload
@@ -201,6 +204,8 @@ class FakeEtcd:
             return change
 
         monkeypatch.setattr(workload, "ensure_binaries", ensure_binaries)
+        find = lambda host: ensure_binaries(host, None)  # noqa: E731
+        monkeypatch.setattr(workload, "find_binaries", find, raising=False)
         for name, fn in {
             "member_list": member_list,
             "add_learner": add_learner,
@@ -260,3 +265,37 @@ def _start(self: FakeEtcd, peer_url: str, name: str, promote: bool) -> None:
 
 FakeEtcd.by_peer = _by_peer  # type: ignore[attr-defined]
 FakeEtcd.start = _start  # type: ignore[attr-defined]
+
+
+# --- what a dispatch changed ------------------------------------------------------------------
+
+
+def machine_tree(root: Path) -> dict[str, tuple[int, str]]:
+    """Every path under a sandbox root: its mode and a digest of its content (or link)."""
+    tree: dict[str, tuple[int, str]] = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        if path.is_symlink():
+            digest = f"-> {os.readlink(path)}"
+        elif path.is_file():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            digest = "dir"
+        tree[str(path.relative_to(root))] = (info.st_mode, digest)
+    return tree
+
+
+def relation_bags(state: testing.State) -> dict[int, dict[str, dict[str, str]]]:
+    """This unit's own bags (the ones it may write) of every relation, by relation id."""
+    return {
+        r.id: {"app": dict(r.local_app_data), "unit": dict(r.local_unit_data)}
+        for r in state.relations
+    }
+
+
+def secret_contents(state: testing.State) -> set[tuple[str | None, str]]:
+    """Every secret's label and content (tracked and latest), comparable across states."""
+    return {
+        (s.label, json.dumps([s.tracked_content, s.latest_content], sort_keys=True))
+        for s in state.secrets
+    }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import etcd_workload as workload
 import pytest
@@ -37,27 +36,6 @@ def running(ctx: testing.Context, ca: pki.CertificateAuthority, fake_etcd: FakeE
     relation = peer_relation(peers, local_app_data=app_bag(ca, members, certificates))
     state = testing.State(leader=True, relations={relation}, secrets={ca_secret(ca)})
     return ctx.run(ctx.on.config_changed(), state)
-
-
-@pytest.fixture
-def fake_etcdctl(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
-    """etcdctl's snapshot and defrag commands, recorded; `snapshot save` writes a file."""
-    calls: list[tuple[str, ...]] = []
-
-    def etcdctl(self: workload.Member, *args: str, endpoints: Any = None, **_: Any) -> str:
-        calls.append((*args, *(endpoints or ())))
-        if args[:2] == ("snapshot", "save"):
-            Path(args[2]).write_bytes(b"snapshot-bytes")
-        return "Finished defragmenting etcd member[https://192.0.2.0:2379]\n"
-
-    def status(self: workload.Member, real_path: str) -> dict[str, int]:
-        if Path(real_path).read_bytes() != b"snapshot-bytes":
-            raise workload.EtcdError("not a valid snapshot: bad hash")
-        return {"hash": 1, "revision": 42, "totalKey": 7, "totalSize": 14}
-
-    monkeypatch.setattr(workload.Member, "etcdctl", etcdctl)
-    monkeypatch.setattr(workload.Member, "snapshot_status", status)
-    return calls
 
 
 def test_snapshot_saves_verifies_and_describes(
@@ -169,9 +147,14 @@ def test_restore_rebuilds_the_cluster_from_the_leader(
     assert after["certificates"] == before["certificates"]
     assert ctx.action_results is not None
     assert ctx.action_results["revision"] == 42
-    # The leader then re-adds the others as learners, one at a time.
+    # The action only restores: the leader re-adds the others, one at a time, in the hooks
+    # that follow (the others see the new token, set their data aside and say so).
+    assert set(after["members"]) == {"etcd-0"}
+    assert not [c for c in fake_etcd.calls if c[0] == "add"]
+    relation = state.get_relations("cluster")[0]
+    state = ctx.run(ctx.on.relation_changed(relation, remote_unit=1), state)
     assert [c[:2] for c in fake_etcd.calls if c[0] == "add"] == [("add", "etcd-1")]
-    assert set(after["members"]) == {"etcd-0", "etcd-1"}
+    assert set(decoded(peer_app(state))["members"]) == {"etcd-0", "etcd-1"}
 
 
 def test_restore_of_a_bad_snapshot_changes_nothing(

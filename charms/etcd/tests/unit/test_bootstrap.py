@@ -158,3 +158,28 @@ def test_new_leader_keeps_the_cluster_it_inherits(
     assert app["certificates"] == certificates  # still good: nothing reissued
     config = json.loads((sandbox / "etc/kaji/etcd/etcd.conf.yml").read_text())
     assert config["initial-cluster-state"] == "existing"
+
+
+def test_behind_nat_etcd_listens_on_the_bind_address_and_advertises_the_ingress(
+    ctx: testing.Context, sandbox: Path
+) -> None:
+    """Other units reach the ingress address; etcd can only bind the machine's own one."""
+    network = testing.Network(
+        "cluster",
+        bind_addresses=[testing.BindAddress([testing.Address("10.9.0.5")])],
+        ingress_addresses=["203.0.113.5"],
+    )
+    state = ctx.run(
+        ctx.on.install(),
+        testing.State(
+            leader=True, relations={testing.PeerRelation("cluster")}, networks={network}
+        ),
+    )
+    config = json.loads((sandbox / "etc/kaji/etcd/etcd.conf.yml").read_text())
+    assert config["listen-client-urls"] == "https://10.9.0.5:2379"
+    assert config["listen-peer-urls"] == "https://10.9.0.5:2380"
+    assert config["advertise-client-urls"] == "https://203.0.113.5:2379"
+    assert config["initial-advertise-peer-urls"] == "https://203.0.113.5:2380"
+    unit = decoded(dict(state.get_relations("cluster")[0].local_unit_data))
+    assert unit["peer-url"] == "https://203.0.113.5:2380"
+    assert "10.9.0.5" not in json.dumps(unit)  # the bind address is never advertised

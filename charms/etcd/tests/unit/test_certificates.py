@@ -56,8 +56,8 @@ def test_csr_for_another_identity_is_refused(
     certificates = decoded(peer_app(state))["certificates"]
     assert set(certificates) == {"etcd/0", "etcd/1"}
     assert "etcd-2" not in decoded(peer_app(state))["members"]
-    assert any("refusing the request of etcd/2" in line.message for line in ctx.juju_log)
-    assert state.unit_status.message.endswith("refused etcd/2's request (see debug-log)")
+    assert any("refusing etcd/2's peer data: peer-csr" in line.message for line in ctx.juju_log)
+    assert "; refusing etcd/2's peer data: peer-csr CSR for 'etcd/1'" in state.unit_status.message
 
 
 def test_address_juju_does_not_report_is_refused(

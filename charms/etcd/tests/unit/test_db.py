@@ -67,7 +67,9 @@ def test_csr_naming_another_unit_is_refused(
     provided = _provided(state)
     assert provided is not None
     assert set(provided.certificates) == {"control-plane/0"}
-    assert any("refusing the request of control-plane/1" in x.message for x in ctx.juju_log)
+    refusal = "refusing control-plane/1's client certificate request: client-csr"
+    assert any(refusal in x.message for x in ctx.juju_log)
+    assert refusal in state.unit_status.message
 
 
 def test_departed_unit_loses_its_certificate(

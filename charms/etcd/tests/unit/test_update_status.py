@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from etcd_testlib import ADDRESS, FakeEtcd, app_bag, ca_secret, peer_relation, peer_units
 from ops import testing
 
 from charm import CA_SECRET_LABEL
+from kaji import pki
 
 CHARM = Path(__file__).parents[2]
 
@@ -176,3 +178,40 @@ def test_record_and_marker_live_in_the_workload_data_root() -> None:
 
     assert f"{etcd_workload.DATA_ROOT}/reconciled.json" == charm.RECONCILED_FILE
     assert f"{etcd_workload.DATA_ROOT}/departed" == charm.DEPARTED_MARKER
+    assert f"{etcd_workload.DATA_ROOT}/leaving" == charm.LEAVING_MARKER
+
+
+def test_live_settled_update_status_asks_etcd_but_reads_no_relation_data(
+    ctx: testing.Context,
+    ca: pki.CertificateAuthority,
+    fake_etcd: FakeEtcd,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The record holds the endpoints and members: the digest says the data is unchanged."""
+    import charm
+    from kaji.interfaces import etcd_peers
+
+    fake_etcd.add("etcd-0", ADDRESS)
+    peers = peer_units(1, 2)
+    for p in peers:
+        fake_etcd.add(p.data.member_name, p.address)
+    members = {"etcd-0": f"https://{ADDRESS}:2380"}
+    members.update({p.data.member_name: p.data.peer_url for p in peers})
+    bag = app_bag(ca, members, {p.name: p.certificate(ca) for p in peers})
+    state = testing.State(
+        leader=True, relations={peer_relation(peers, local_app_data=bag)}, secrets={ca_secret(ca)}
+    )
+    for _ in range(2):
+        state = ctx.run(ctx.on.config_changed(), state)
+    assert state.unit_status == testing.ActiveStatus("healthy, 3 members, leader etcd/0")
+
+    def refuse(*_: object, **__: object) -> None:
+        pytest.fail("read relation data")
+
+    monkeypatch.setattr(charm.EtcdCharm, "reconcile", lambda self: pytest.fail("reconciled"))
+    monkeypatch.setattr(etcd_peers, "read_peer_unit", refuse)
+    monkeypatch.setattr(etcd_peers, "read_peer_app", refuse)
+    calls = len(fake_etcd.calls)
+    out = ctx.run(ctx.on.update_status(), state)
+    assert out.unit_status == state.unit_status
+    assert ("member-list",) in fake_etcd.calls[calls:]  # etcd itself was asked
