@@ -360,7 +360,9 @@ PROBE = """\
 import importlib, json, os, pkgutil, sys
 src = os.path.dirname(os.path.abspath(__file__))
 import kaji
+# kaji.testing is the tests' pytest plugin: shipped in lib/kaji, never imported at run time.
 names = ["kaji", *(i.name for i in pkgutil.walk_packages(kaji.__path__, "kaji."))]
+names = [n for n in names if n != "kaji.testing"]
 names += [i.name for i in pkgutil.walk_packages([src]) if i.name != "kaji_pack_probe"]
 names += ["ops", "yaml", "yaml._yaml", "jinja2", "markupsafe._speedups", "cryptography"]
 files = {}

@@ -15,8 +15,10 @@ from kaji.interfaces._base import (
     MAX_DATABAG_BYTES,
     MAX_PEM_BYTES,
     MAX_VALUE_BYTES,
+    Refusal,
     RelationDataError,
     juju_addresses,
+    read_or_refuse,
     update_databag,
 )
 
@@ -25,7 +27,9 @@ __all__ = [
     "MAX_DATABAG_BYTES",
     "MAX_PEM_BYTES",
     "MAX_VALUE_BYTES",
+    "Refusal",
     "RelationDataError",
     "juju_addresses",
+    "read_or_refuse",
     "update_databag",
 ]

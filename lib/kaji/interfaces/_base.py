@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import re
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -132,6 +134,42 @@ def update_databag(databag: MutableMapping[str, str], new: Mapping[str, str]) ->
 
 
 # --- reading -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Relation data a unit ignored: whose (``sender``), what (``what``), which key and why."""
+
+    sender: str
+    what: str
+    key: str
+    reason: str
+
+    def message(self, limit: int = 200) -> str:
+        """For status and log: ``refusing worker/3's node data: node-name: ...``."""
+        text = f"refusing {self.sender}'s {self.what}: {self.key}: {self.reason}"
+        return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def read_or_refuse(
+    read: Callable[[Mapping[str, str]], T],
+    databag: Mapping[str, str],
+    *,
+    sender: str,
+    what: str,
+    log: logging.Logger,
+) -> T | Refusal:
+    """``read(databag)``, or the :class:`Refusal` (logged) when the data is malformed.
+
+    The one way a kaji charm ignores malformed relation data: it never raises, and what it
+    returns names the sender and the key for the unit's status.
+    """
+    try:
+        return read(databag)
+    except RelationDataError as exc:
+        refusal = Refusal(sender, what, exc.key, exc.reason)
+        log.warning("%s", refusal.message(limit=2000))
+        return refusal
 
 
 def juju_addresses(databag: Mapping[str, str]) -> frozenset[str]:
