@@ -123,11 +123,16 @@ class ReconcilingCharm(ops.CharmBase):
     def reconcile_events(self) -> list[ops.BoundEvent]:
         """Return the events after which the machine may have to change.
 
-        Lifecycle, config, leadership and secret events, plus joined/changed/departed/broken
-        of every relation endpoint the charm declares.
+        By default :meth:`lifecycle_events` and every :meth:`relation_events`. A charm that
+        handles some events itself (e.g. departures, to see who is leaving) declares the list
+        it wants from those two instead of filtering this one.
         """
+        return [*self.lifecycle_events(), *self.relation_events()]
+
+    def lifecycle_events(self) -> list[ops.BoundEvent]:
+        """Install, start, config, upgrade, update-status, leadership and secret changes."""
         on = self.on
-        events: list[ops.BoundEvent] = [
+        return [
             on.install,
             on.start,
             on.config_changed,
@@ -136,14 +141,15 @@ class ReconcilingCharm(ops.CharmBase):
             on.leader_elected,
             on.secret_changed,
         ]
+
+    def relation_events(self, *, departures: bool = True) -> list[ops.BoundEvent]:
+        """Joined and changed (and, with ``departures``, departed and broken) of every endpoint."""
+        events: list[ops.BoundEvent] = []
         for endpoint in self.meta.relations:
-            relation_events = on[endpoint]
-            events += [
-                relation_events.relation_joined,
-                relation_events.relation_changed,
-                relation_events.relation_departed,
-                relation_events.relation_broken,
-            ]
+            relation_events = self.on[endpoint]
+            events += [relation_events.relation_joined, relation_events.relation_changed]
+            if departures:
+                events += [relation_events.relation_departed, relation_events.relation_broken]
         return events
 
     def _on_reconcile_event(self, event: ops.EventBase) -> None:
