@@ -134,6 +134,25 @@ def test_allocate_subnets_avoids_odd_sized_existing_and_runs_out() -> None:
     assert mixed == {"a/0": "10.1.0.0/25", "a/1": "10.1.1.0/24"}
 
 
+def test_allocate_subnets_raises_the_typed_error_only_when_out_of_room() -> None:
+    exhausted = cni_network.SubnetsExhaustedError
+    with pytest.raises(exhausted) as raised:
+        cni_network.allocate_subnets("10.1.0.0/24", ["a/0", "a/1"], {}, 24)
+    assert (raised.value.key, raised.value.reason) == (
+        "allocations",
+        "10.1.0.0/24 has no free /24 left",
+    )
+    for bad in (
+        lambda: cni_network.allocate_subnets("10.1.0.0/24", ["a/0"], {}, 16),  # does not fit
+        lambda: cni_network.allocate_subnets(  # overlapping existing allocations
+            "10.1.0.0/16", ["a/0", "a/1"], {"a/0": "10.1.0.0/23", "a/1": "10.1.1.0/24"}, 24
+        ),
+    ):
+        with pytest.raises(RelationDataError) as refused:
+            bad()
+        assert not isinstance(refused.value, exhausted)
+
+
 @FUZZ
 @given(
     st.sets(st.integers(0, 40), max_size=30),

@@ -491,7 +491,13 @@ def test_plain_pack_imports_kaji_and_its_own_modules(
     plain_charm: PackedCharm, tmp_path: Path
 ) -> None:
     files = _assert_imports_as_dispatched(plain_charm, tmp_path)
-    for module in ("charm", "allocation", "podnet", "kaji.interfaces.cni", "kaji.host"):
+    for module in (
+        "charm",
+        "kaji_cni.allocation",
+        "kaji_cni.dataplane",
+        "kaji.interfaces.cni",
+        "kaji.host",
+    ):
         assert module in files
 
 

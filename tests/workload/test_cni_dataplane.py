@@ -2,10 +2,11 @@
 
 Each "node" is a network namespace on an underlay the test builds (bridges inside a router
 namespace of their own). The node is programmed by the cni charm's workload module
-(``podnet.configure_node`` with ``netns=`` so every command runs inside the node), and pods are
-attached by executing the standard CNI plugins with the conflist that code rendered, chained
-exactly as libcni does (name and cniVersion injected, each result passed on as prevResult).
-Host-local's dataDir points at a temp dir. Every namespace is deleted afterwards.
+(``kaji_cni.dataplane.configure_node`` with ``netns=`` so every command runs inside the node),
+and pods are attached by executing the standard CNI plugins with the conflist that code
+rendered, chained exactly as libcni does (name and cniVersion injected, each result passed on
+as prevResult). Host-local's dataDir points at a temp dir. Every namespace is deleted
+afterwards.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from charm_source import load_charm_module
 from kaji.host import Host
 
 CNI_BIN = "/usr/lib/cni"
-podnet = load_charm_module("cni", "podnet", "kaji_cni_podnet")
+cni_config = load_charm_module("cni", "kaji_cni.config")
+dataplane = load_charm_module("cni", "kaji_cni.dataplane")
+literals = load_charm_module("cni", "kaji_cni.literals")
 
 
 def _run(*argv: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -51,7 +54,7 @@ class NodeNs:
     pods: list[Pod] = field(default_factory=list)
 
     def as_node(self) -> object:
-        return podnet.Node(self.name, self.subnet, self.underlay)
+        return dataplane.Node(self.name, self.subnet, self.underlay)
 
 
 class Lab:
@@ -105,7 +108,7 @@ class Lab:
     def add_pod(self, node: NodeNs) -> Pod:
         """Attach a new pod namespace to `node` with the conflist the charm code rendered."""
         pod_ns = self.netns(f"node{node.name[-1]}-pod{len(node.pods)}")
-        conflist_path = node.host.path(f"{podnet.CNI_CONF_DIR}/{podnet.CONFLIST_NAME}")
+        conflist_path = node.host.path(f"{literals.CNI_CONF_DIR}/{literals.CONFLIST_NAME}")
         result = cni_add(node.netns, pod_ns, json.loads(conflist_path.read_text()))
         pod = Pod(pod_ns, result["ips"][0]["address"].split("/")[0])
         node.pods.append(pod)
@@ -149,13 +152,15 @@ def pings(pod: Pod, address: str, attempts: int = 4) -> bool:
 
 
 def owned_routes(node: NodeNs) -> dict[str, dict]:
-    out = _run("ip", "-n", node.netns, "-j", "-4", "route", "show", "proto", podnet.ROUTE_PROTOCOL)
+    out = _run(
+        "ip", "-n", node.netns, "-j", "-4", "route", "show", "proto", literals.ROUTE_PROTOCOL
+    )
     return {r["dst"]: r for r in json.loads(out.stdout or "[]")}
 
 
 def configure(settings: object, nodes: list[NodeNs], node: NodeNs) -> object:
     peers = [n.as_node() for n in nodes if n is not node]
-    return podnet.configure_node(
+    return dataplane.configure_node(
         node.host,
         settings,
         node.as_node(),
@@ -199,7 +204,7 @@ def _cross_node_pairs(nodes: list[NodeNs]) -> list[tuple[Pod, Pod]]:
 def _build(lab: Lab, backend: str | None, routed: bool) -> tuple[object, list[NodeNs], str]:
     """Three nodes; `backend` None: the charm's default."""
     config = {"cidr": "10.1.0.0/16"} if backend is None else {"backend": backend}
-    settings = podnet.parse_settings(config)
+    settings = cni_config.CniConfig.from_options(config)
     router = lab.router(3 if routed else 1)
     subnets = ["10.1.0.0/24", "10.1.1.0/24", "10.1.2.0/24"]
     nodes = [lab.node(router, i, i if routed else 1, subnets[i - 1]) for i in (1, 2, 3)]
@@ -237,10 +242,10 @@ def test_host_gw_pods_reach_pods_on_other_nodes(lab: Lab) -> None:
     # Traffic leaving the cluster CIDR is masqueraded: the underlay gateway has no pod routes,
     # so without the rules it never answers; a reconcile repairs the flushed chain.
     assert pings(nodes[1].pods[0], "192.168.81.254")
-    _run("ip", "netns", "exec", nodes[1].netns, "iptables", "-t", "nat", "-F", podnet.MASQ_CHAIN)
+    _run("ip", "netns", "exec", nodes[1].netns, "iptables", "-t", "nat", "-F", literals.MASQ_CHAIN)
     assert not pings(nodes[1].pods[0], "192.168.81.254", attempts=1)
     repaired = configure(settings, nodes, nodes[1])
-    assert repaired.changes == (f"iptables nat {podnet.MASQ_CHAIN}: 3 rules",)
+    assert repaired.changes == (f"iptables nat {literals.MASQ_CHAIN}: 3 rules",)
     assert pings(nodes[1].pods[0], "192.168.81.254")
 
     # A second pass changes nothing, not even a file.
@@ -269,14 +274,14 @@ def test_default_vxlan_pods_reach_pods_across_routed_underlay(lab: Lab) -> None:
 
     node1 = nodes[0]
     link = json.loads(
-        _run("ip", "-n", node1.netns, "-j", "-d", "link", "show", podnet.VXLAN_DEVICE).stdout
+        _run("ip", "-n", node1.netns, "-j", "-d", "link", "show", literals.VXLAN_DEVICE).stdout
     )[0]
     assert link["linkinfo"]["info_data"]["id"] == 1
     assert link["linkinfo"]["info_data"]["port"] == 4789
     assert link["address"] == "0a:58:0a:01:00:00"
     assert link["mtu"] == 1450
     fdb = json.loads(
-        _run("bridge", "-n", node1.netns, "-j", "fdb", "show", "dev", podnet.VXLAN_DEVICE).stdout
+        _run("bridge", "-n", node1.netns, "-j", "fdb", "show", "dev", literals.VXLAN_DEVICE).stdout
     )
     assert {(e["mac"], e["dst"]) for e in fdb if e.get("dst")} == {
         ("0a:58:0a:01:01:00", "192.168.82.2"),
@@ -284,7 +289,7 @@ def test_default_vxlan_pods_reach_pods_across_routed_underlay(lab: Lab) -> None:
     }
     routes = owned_routes(node1)
     assert routes["10.1.2.0/24"]["gateway"] == "10.1.2.0"
-    assert routes["10.1.2.0/24"]["dev"] == podnet.VXLAN_DEVICE
+    assert routes["10.1.2.0/24"]["dev"] == literals.VXLAN_DEVICE
 
     for src, dst in _cross_node_pairs(nodes):
         assert pings(src, dst.address), f"{src.netns} cannot reach {dst.netns} ({dst.address})"
@@ -298,12 +303,14 @@ def test_default_vxlan_pods_reach_pods_across_routed_underlay(lab: Lab) -> None:
         configure(settings, nodes, node)
         assert set(owned_routes(node)) == {n.subnet for n in nodes if n is not node}
         neigh = json.loads(
-            _run("ip", "-n", node.netns, "-j", "neigh", "show", "dev", podnet.VXLAN_DEVICE).stdout
+            _run(
+                "ip", "-n", node.netns, "-j", "neigh", "show", "dev", literals.VXLAN_DEVICE
+            ).stdout
         )
         assert "10.1.2.0" not in {n["dst"] for n in neigh}
         fdb = json.loads(
             _run(
-                "bridge", "-n", node.netns, "-j", "fdb", "show", "dev", podnet.VXLAN_DEVICE
+                "bridge", "-n", node.netns, "-j", "fdb", "show", "dev", literals.VXLAN_DEVICE
             ).stdout
         )
         assert "192.168.83.3" not in {e.get("dst") for e in fdb}
@@ -315,20 +322,20 @@ def test_backend_switch_and_removal_leave_no_stale_state(lab: Lab) -> None:
     settings, nodes, _ = _build(lab, "vxlan", routed=False)
     node1 = nodes[0]
     configure(settings, nodes, node1)
-    host_gw = podnet.parse_settings({"backend": "host-gw"})
+    host_gw = cni_config.CniConfig.from_options({"backend": "host-gw"})
     result = configure(host_gw, nodes, node1)
-    assert f"deleted {podnet.VXLAN_DEVICE}" in result.changes
+    assert f"deleted {literals.VXLAN_DEVICE}" in result.changes
     routes = owned_routes(node1)
     assert {r["gateway"] for r in routes.values()} == {"192.168.81.2", "192.168.81.3"}
 
-    podnet.remove_node(node1.host, netns=node1.netns)
+    dataplane.remove_node(node1.host, netns=node1.netns)
     assert owned_routes(node1) == {}
     chains = _run("ip", "netns", "exec", node1.netns, "iptables", "-t", "nat", "-S").stdout
-    assert podnet.MASQ_CHAIN not in chains
-    assert not node1.host.exists(f"{podnet.CNI_CONF_DIR}/{podnet.CONFLIST_NAME}")
+    assert literals.MASQ_CHAIN not in chains
+    assert not node1.host.exists(f"{literals.CNI_CONF_DIR}/{literals.CONFLIST_NAME}")
 
 
 def test_host_gw_refuses_nodes_on_other_segments(lab: Lab) -> None:
     settings, nodes, _ = _build(lab, "host-gw", routed=True)
-    with pytest.raises(podnet.DataplaneError, match="use backend=vxlan"):
+    with pytest.raises(dataplane.DataplaneError, match="use backend=vxlan"):
         configure(settings, nodes, nodes[0])

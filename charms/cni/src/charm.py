@@ -1,51 +1,25 @@
 #!/usr/bin/env python3
-"""Charm entry point for kaji-cni: reads Juju's picture, allocates subnets, calls podnet."""
+"""Charm entry point for kaji-cni: wires Juju's events to one reconcile of the pod network."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
-import allocation
 import ops
-import podnet
+from kaji_cni import allocation, dataplane, relations, status
+from kaji_cni.config import CniConfig
+from kaji_cni.literals import CNI_CONF_DIR, PEERS, PRINCIPAL
+from kaji_cni.status import Halt
 
+from kaji.config import ConfigError
 from kaji.host import host_from_environment
-from kaji.interfaces import RelationDataError, update_databag
-from kaji.interfaces.cni import CniPrincipalUnit, CniUnit, read_principal_unit
-from kaji.interfaces.cni_network import (
-    CniNetworkApp,
-    CniNetworkUnit,
-    read_network_app,
-    read_peer_network_unit,
-)
+from kaji.interfaces import Refusal, RelationDataError
+from kaji.interfaces.cni import CniPrincipalUnit, CniUnit
+from kaji.interfaces.cni_network import CniNetworkApp, CniNetworkUnit
+from kaji.juju import binding_address
 from kaji.operator import ReconcilingCharm
 
 logger = logging.getLogger(__name__)
-
-PRINCIPAL = "cni"
-PEERS = "network"
-#: How many ignored peers a status message names before it only counts the rest.
-NAMED_IN_STATUS = 3
-
-
-@dataclass(frozen=True)
-class _Cluster:
-    """The cluster-wide picture (config, peers, allocations), validated before acting."""
-
-    settings: podnet.Settings
-    peers: ops.Relation
-    peer_units: frozenset[ops.Unit]
-    app: CniNetworkApp | None
-
-
-@dataclass(frozen=True)
-class _Machine:
-    """This node's side: its principal's data and its underlay address."""
-
-    relation: ops.Relation
-    principal: CniPrincipalUnit
-    underlay: str
 
 
 class CniCharm(ReconcilingCharm):
@@ -54,7 +28,6 @@ class CniCharm(ReconcilingCharm):
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
         self._status: ops.StatusBase | None = None
-        self._ignored: list[str] = []  # "<unit>'s <key>" of peer data this dispatch ignored
         self._departing: ops.Unit | None = None
         self._leaving = False
         framework.observe(self.on[PEERS].relation_departed, self._on_peer_departed)
@@ -62,9 +35,14 @@ class CniCharm(ReconcilingCharm):
         framework.observe(self.on.remove, self._on_remove)
 
     def reconcile_events(self) -> list[ops.BoundEvent]:
-        """Every usual event except the peer departures, which carry who is leaving."""
-        skip = {f"{PEERS}_relation_departed", f"{PEERS}_relation_broken"}
-        return [e for e in super().reconcile_events() if e.event_kind not in skip]
+        """The usual events; the peers' departures are observed below (they say who leaves)."""
+        principal = self.on[PRINCIPAL]
+        return [
+            *self.lifecycle_events(),
+            *self.relation_events(departures=False),
+            principal.relation_departed,
+            principal.relation_broken,
+        ]
 
     def _on_peer_departed(self, event: ops.RelationDepartedEvent) -> None:
         self._departing = event.departing_unit
@@ -77,174 +55,154 @@ class CniCharm(ReconcilingCharm):
 
     def _on_remove(self, _: ops.RemoveEvent) -> None:
         try:
-            podnet.remove_node(host_from_environment())
-        except podnet.DataplaneError as exc:
+            dataplane.remove_node(host_from_environment())
+        except dataplane.DataplaneError as exc:
             logger.warning("could not remove the pod network from this machine: %s", exc)
-
-    # -- reading ---------------------------------------------------------------------------
-
-    def _principal_relation(self) -> ops.Relation | None:
-        # cni relates to both control-plane and worker; only this unit's principal has units.
-        return next((r for r in self.model.relations[PRINCIPAL] if r.units), None)
-
-    def _underlay(self) -> str | None:
-        binding = self.model.get_binding(PEERS)
-        address = binding.network.ingress_address if binding is not None else None
-        return str(address) if address is not None else None
-
-    def _read_cluster(self) -> _Cluster | ops.StatusBase:
-        try:
-            settings = podnet.parse_settings(dict(self.config))
-        except podnet.ConfigError as exc:
-            return ops.BlockedStatus(f"invalid config {exc}")
-        peers = self.model.get_relation(PEERS)
-        if peers is None:
-            return ops.WaitingStatus("waiting for the network peer relation")
-        try:
-            app = read_network_app(peers.data[self.app])
-        except RelationDataError as exc:
-            logger.error("%s's peer application data is invalid: %s", self.app.name, exc)
-            if self.unit.is_leader():
-                return ops.BlockedStatus(f"peer application data is invalid: {exc.key}")
-            return ops.WaitingStatus(
-                f"waiting for the leader to repair {self.app.name}'s peer data: {exc.key}"
-            )
-        if app is not None and app.cluster_cidr != settings.cidr and app.allocations:
-            return ops.BlockedStatus(
-                f"invalid config cidr: cannot change to {settings.cidr} after pod subnets were"
-                f" allocated; set it back to {app.cluster_cidr}"
-            )
-        units = frozenset(u for u in peers.units if u != self._departing)
-        return _Cluster(settings, peers, units, app)
-
-    def _read_machine(self, settings: podnet.Settings) -> _Machine | ops.StatusBase:
-        relation = self._principal_relation()
-        if relation is None:
-            return ops.WaitingStatus("waiting for the principal (cni relation)")
-        principal_unit = next(iter(relation.units))
-        try:
-            principal = read_principal_unit(
-                relation.data[principal_unit], cluster_cidr=settings.cidr
-            )
-        except RelationDataError as exc:
-            logger.error("ignoring %s's cni data: %s", principal_unit.name, exc)
-            message = f"{principal_unit.name} sent invalid cni data: {exc.key} ({exc.reason})"
-            return ops.BlockedStatus(message if len(message) <= 300 else message[:297] + "...")
-        if principal is None:
-            return ops.WaitingStatus(f"waiting for the node name from {principal_unit.name}")
-        underlay = self._underlay()
-        if underlay is None:
-            return ops.WaitingStatus("waiting for an address on the network binding")
-        return _Machine(relation, principal, underlay)
-
-    # -- acting ----------------------------------------------------------------------------
-
-    def reconcile(self) -> None:
-        """Validate everything, then: peer data, allocations (leader), the node, the principal."""
-        self._status = self._run()
 
     def assess_status(self) -> ops.StatusBase | None:
         """The status this dispatch's reconcile reached; None (status kept) when none ran."""
         return self._status
 
-    def _allocate(self, view: _Cluster) -> CniNetworkApp | ops.StatusBase:
-        """Leader: subnets for every present unit; write them if they changed."""
-        settings, app = view.settings, view.app
-        existing = dict(app.allocations) if app is not None else {}
-        units = [self.unit.name, *(u.name for u in view.peer_units)]
+    # -- the reconcile ---------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Validate everything, then act; a step that cannot go on halts with its status."""
         try:
-            result = allocation.allocate(settings.cidr, units, existing, settings.node_prefix)
+            self._status = self._reconcile()
+        except Halt as halt:
+            self._status = halt.status
+
+    def _reconcile(self) -> ops.StatusBase:
+        config = self._load_config()  # 1. the options
+        peers = self._peer_relation()  # 2. the peer relation
+        table = self._read_allocations(peers, config)  # 3. the leader's table, for this cidr
+        if self._leaving:  # 4. a unit on its way out changes nothing more
+            return status.LEAVING
+        table = self._allocate_subnets(peers, config, table)  # 5. leader: a subnet per unit
+        relation, principal = self._read_principal(config)  # 6. the principal's node name
+        underlay = self._read_underlay()  # 7. this machine's address on the network binding
+        self._publish_claim(peers, principal, underlay)  # 8. tell the peers
+        table, local = self._place_node(config, table, underlay)  # 9. this node's pod subnet
+        nodes, refused = self._read_peer_nodes(peers, table)  # 10. the nodes to reach
+        programmed = self._program_node(config, local, nodes, principal)  # 11. this machine
+        self._publish_to_principal(relation, table, local)  # 12. tell the principal
+        return status.active(
+            config.backend, local.subnet, len(nodes), refused, programmed=programmed
+        )
+
+    def _load_config(self) -> CniConfig:
+        try:
+            return CniConfig.from_options(self.config)
+        except ConfigError as exc:
+            raise Halt(status.invalid_config(exc)) from None
+
+    def _peer_relation(self) -> ops.Relation:
+        peers = self.model.get_relation(PEERS)
+        if peers is None:
+            raise Halt(status.WAITING_FOR_PEERS)
+        return peers
+
+    def _peer_units(self, peers: ops.Relation) -> frozenset[ops.Unit]:
+        """The other units on the peer relation, without the one departing in this hook."""
+        return frozenset(u for u in peers.units if u != self._departing)
+
+    def _read_allocations(self, peers: ops.Relation, config: CniConfig) -> CniNetworkApp | None:
+        table = relations.read_allocations(peers, self.app)
+        if isinstance(table, Refusal):
+            leader = self.unit.is_leader()
+            raise Halt(status.invalid_allocations(table, leader=leader, app=self.app.name))
+        if table is not None and table.cluster_cidr != config.cidr and table.allocations:
+            raise Halt(status.cidr_frozen(config.cidr, table.cluster_cidr))
+        return table
+
+    def _allocate_subnets(
+        self, peers: ops.Relation, config: CniConfig, table: CniNetworkApp | None
+    ) -> CniNetworkApp | None:
+        """Leader: subnets for every present unit; written if they changed."""
+        if not self.unit.is_leader():  # allocation does not wait for this unit's principal
+            return table
+        existing = dict(table.allocations) if table is not None else {}
+        units = [self.unit.name, *(u.name for u in self._peer_units(peers))]
+        try:
+            result = allocation.allocate(config.cidr, units, existing, config.node_prefix)
         except RelationDataError as exc:
-            return ops.BlockedStatus(f"cannot allocate pod subnets: {exc.reason}")
+            raise Halt(status.cannot_allocate(exc.reason)) from None
         if result.unallocated:
             logger.warning("no pod subnet left for %s", ", ".join(result.unallocated))
-        new = CniNetworkApp(settings.cidr, result.subnets)
-        update_databag(view.peers.data[self.app], new.to_databag())
+        new = CniNetworkApp(config.cidr, result.subnets)
+        relations.publish_allocations(peers, self.app, new)
         return new
 
-    def _exhausted(self, view: _Cluster, app: CniNetworkApp) -> bool:
-        """Whether this unit would get no subnet even if it were next in line."""
-        me = self.unit.name
+    def _read_principal(self, config: CniConfig) -> tuple[ops.Relation, CniPrincipalUnit]:
+        relation = relations.principal_relation(self.model)
+        if relation is None:
+            raise Halt(status.WAITING_FOR_PRINCIPAL)
+        unit = next(iter(relation.units))
+        principal = relations.read_principal(relation, unit, cluster_cidr=config.cidr)
+        if isinstance(principal, Refusal):
+            raise Halt(status.invalid_principal_data(principal))
+        if principal is None:
+            raise Halt(status.waiting_for_node_name(unit.name))
+        return relation, principal
+
+    def _read_underlay(self) -> str:
+        underlay = binding_address(self.model, PEERS, "ingress")
+        if underlay is None:
+            raise Halt(status.WAITING_FOR_ADDRESS)
+        return underlay
+
+    def _publish_claim(
+        self, peers: ops.Relation, principal: CniPrincipalUnit, underlay: str
+    ) -> None:
+        claim = CniNetworkUnit(principal.node_name, underlay)
+        relations.publish_claim(peers, self.unit, claim)
+
+    def _place_node(
+        self, config: CniConfig, table: CniNetworkApp | None, underlay: str
+    ) -> tuple[CniNetworkApp, dataplane.Node]:
+        """This node on the pod network, once the leader's table gives it a subnet."""
+        if table is None or table.cluster_cidr != config.cidr:
+            raise Halt(status.WAITING_FOR_ALLOCATIONS)
+        me, prefix = self.unit.name, config.node_prefix
+        subnet = table.subnet_for(me)
+        if subnet is not None:
+            return table, dataplane.Node(me, subnet, underlay)
+        if allocation.is_exhausted(table.cluster_cidr, table.allocations, me, prefix):
+            raise Halt(status.exhausted(prefix, table.cluster_cidr))
+        raise Halt(status.WAITING_FOR_SUBNET)
+
+    def _read_peer_nodes(
+        self, peers: ops.Relation, table: CniNetworkApp
+    ) -> tuple[list[dataplane.Node], list[Refusal]]:
+        """The peers to route to; malformed or unverifiable peer data is refused and named."""
+        return relations.read_peer_nodes(peers, self._peer_units(peers), table)
+
+    def _program_node(
+        self,
+        config: CniConfig,
+        local: dataplane.Node,
+        peers: list[dataplane.Node],
+        principal: CniPrincipalUnit,
+    ) -> bool:
+        """Conflist, recorded plan and (on a real machine) the kernel; whether it programmed."""
         try:
-            units = [*app.allocations, me]
-            prefix = view.settings.node_prefix
-            result = allocation.allocate(app.cluster_cidr, units, app.allocations, prefix)
-        except RelationDataError:
-            return False
-        return me in result.unallocated
-
-    def _peer_nodes(self, view: _Cluster, app: CniNetworkApp) -> list[podnet.Node]:
-        """The peers to route to; malformed or unverifiable peer data is logged and skipped."""
-        nodes = []
-        for unit in sorted(view.peer_units, key=lambda u: u.name):
-            subnet = app.subnet_for(unit.name)
-            if subnet is None:
-                continue
-            try:
-                data = read_peer_network_unit(view.peers.data[unit])
-            except RelationDataError as exc:
-                logger.error("ignoring %s's network data: %s", unit.name, exc)
-                self._ignored.append(f"{unit.name}'s {exc.key}")
-                continue
-            if data is not None:
-                nodes.append(podnet.Node(unit.name, subnet, data.underlay_address))
-        return nodes
-
-    def _ignored_note(self) -> str:
-        if not self._ignored:
-            return ""
-        named = ", ".join(self._ignored[:NAMED_IN_STATUS])
-        more = len(self._ignored) - NAMED_IN_STATUS
-        if more > 0:
-            named += f" and {more} more"
-        return f"; ignoring {named} (see debug-log)"
-
-    def _run(self) -> ops.StatusBase:
-        cluster = self._read_cluster()
-        if isinstance(cluster, ops.StatusBase):
-            return cluster
-        if self._leaving:
-            return ops.MaintenanceStatus("leaving the pod network")
-        app = cluster.app
-        if self.unit.is_leader():  # allocation does not wait for this unit's principal
-            allocated = self._allocate(cluster)
-            if isinstance(allocated, ops.StatusBase):
-                return allocated
-            app = allocated
-        machine = self._read_machine(cluster.settings)
-        if isinstance(machine, ops.StatusBase):
-            return machine
-        me = CniNetworkUnit(machine.principal.node_name, machine.underlay)
-        update_databag(cluster.peers.data[self.unit], me.to_databag())
-        settings = cluster.settings
-        if app is None or app.cluster_cidr != settings.cidr:
-            return ops.WaitingStatus("waiting for the leader to allocate pod subnets")
-        subnet = app.subnet_for(self.unit.name)
-        if subnet is None:
-            if self._exhausted(cluster, app):
-                return ops.BlockedStatus(
-                    f"no free /{settings.node_prefix} left in {app.cluster_cidr} for this"
-                    " node; raise node-prefix for smaller node subnets or remove a node"
-                )
-            return ops.WaitingStatus("waiting for the leader to allocate this node's subnet")
-        local = podnet.Node(self.unit.name, subnet, machine.underlay)
-        self._ignored.clear()
-        peers = self._peer_nodes(cluster, app)
-        host = host_from_environment()
-        try:
-            podnet.configure_node(
-                host, settings, local, peers, service_cidr=machine.principal.service_cidr
+            result = dataplane.configure_node(
+                host_from_environment(),
+                config,
+                local,
+                peers,
+                service_cidr=principal.service_cidr,
             )
-        except podnet.DataplaneError as exc:
+        except dataplane.DataplaneError as exc:
             logger.error("programming the pod network failed: %s", exc)
-            return ops.BlockedStatus(f"{settings.backend}: {exc}"[:400])
-        published = CniUnit(app.cluster_cidr, podnet.CNI_CONF_DIR, subnet)
-        update_databag(machine.relation.data[self.unit], published.to_databag())
-        message = f"{settings.backend}: pod subnet {subnet}, {len(peers)} peer(s)"
-        message += self._ignored_note()
-        if not podnet.programs_kernel(host):
-            message += f"; sandbox: kernel not programmed, plan in {podnet.STATE_PATH}"
-        return ops.ActiveStatus(message)
+            raise Halt(status.dataplane_failed(config.backend, exc)) from None
+        return result.programmed
+
+    def _publish_to_principal(
+        self, relation: ops.Relation, table: CniNetworkApp, local: dataplane.Node
+    ) -> None:
+        published = CniUnit(table.cluster_cidr, CNI_CONF_DIR, local.subnet)
+        relations.publish_to_principal(relation, self.unit, published)
 
 
 if __name__ == "__main__":  # pragma: nocover

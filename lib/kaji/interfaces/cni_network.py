@@ -173,6 +173,10 @@ def read_network_app(databag: Mapping[str, str]) -> CniNetworkApp | None:
     return CniNetworkApp.from_databag(databag)
 
 
+class SubnetsExhaustedError(RelationDataError):
+    """The cluster CIDR has no free subnet of the asked size left (the input itself is valid)."""
+
+
 def allocate_subnets(
     cluster_cidr: str, units: Iterable[str], existing: Mapping[str, str], prefix_length: int
 ) -> dict[str, str]:
@@ -185,7 +189,8 @@ def allocate_subnets(
     units taken in unit-name order.
 
     Raises:
-        RelationDataError: bad input, overlapping existing allocations, or no room left.
+        SubnetsExhaustedError: no room left for a new unit (key ``allocations``).
+        RelationDataError: bad input or overlapping existing allocations.
     """
     app = CniNetworkApp(cluster_cidr, existing)
     cluster = network(app.cluster_cidr)
@@ -214,7 +219,9 @@ def allocate_subnets(
     for unit in (u for u in new if u not in result):
         chosen = next((c for c in cluster.subnets(new_prefix=prefix_length) if is_free(c)), None)
         if chosen is None:
-            raise RelationDataError("allocations", f"{cluster} has no free /{prefix_length} left")
+            raise SubnetsExhaustedError(
+                "allocations", f"{cluster} has no free /{prefix_length} left"
+            )
         taken.add(chosen)
         result[unit] = chosen.compressed
     return dict(sorted(result.items()))

@@ -6,7 +6,7 @@ import ipaddress
 import itertools
 
 import pytest
-from conftest import (
+from builders import (
     allocations,
     app_bag,
     claim,
@@ -17,7 +17,11 @@ from conftest import (
     principal,
     state,
 )
+from kaji_cni import allocation
 from ops import testing
+
+from kaji.interfaces import RelationDataError
+from kaji.interfaces.cni_network import SubnetsExhaustedError
 
 
 def _disjoint(subnets: dict[str, str]) -> bool:
@@ -240,3 +244,26 @@ def test_leader_allocates_even_before_its_own_principal_has_spoken(
     assert allocations(out) == {"cni/0": "10.1.0.0/24", "cni/1": "10.1.1.0/24"}
     assert out.unit_status == testing.WaitingStatus("waiting for the node name from worker/0")
     assert own(out.get_relation(1).local_unit_data) == {}
+
+
+def test_exhaustion_is_recognised_by_its_type_not_its_wording(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = allocation.allocate_subnets
+
+    def reworded(cidr: str, units: list[str], existing: dict, prefix: int) -> dict[str, str]:
+        try:
+            return real(cidr, units, existing, prefix)
+        except SubnetsExhaustedError:
+            raise SubnetsExhaustedError("allocations", "out of room") from None
+
+    monkeypatch.setattr(allocation, "allocate_subnets", reworded)
+    result = allocation.allocate("10.1.0.0/23", ["a/0", "a/1", "a/2"], {}, 24)
+    assert result == allocation.Allocation({"a/0": "10.1.0.0/24", "a/1": "10.1.1.0/24"}, ("a/2",))
+
+
+def test_malformed_allocation_input_is_raised_not_taken_for_exhaustion() -> None:
+    overlapping = {"a/0": "10.1.0.0/23", "a/1": "10.1.1.0/24"}
+    with pytest.raises(RelationDataError, match="overlaps"):
+        allocation.allocate("10.1.0.0/16", ["a/0", "a/1", "a/2"], overlapping, 24)
+    assert not allocation.is_exhausted("10.1.0.0/16", overlapping, "a/2", 24)

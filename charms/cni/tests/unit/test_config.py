@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import allocations, app_bag, files_under, own, peer_bag, peers, principal, state
+from builders import allocations, app_bag, files_under, own, peer_bag, peers, principal, state
+from kaji_cni.config import DEFAULTS, CniConfig
 from ops import testing
 
 
@@ -81,3 +82,9 @@ def test_cidr_change_before_any_allocation_is_taken(ctx: testing.Context) -> Non
     )
     assert allocations(out) == {"cni/0": "10.2.0.0/24"}
     assert out.unit_status.name == "active"
+
+
+def test_vxlan_is_the_default_backend() -> None:
+    # host-gw needs L2 adjacency (or a cloud routing pod subnets): not the default.
+    assert CniConfig.from_options({}).backend == "vxlan"
+    assert DEFAULTS["backend"] == "vxlan"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pathlib
 
-import podnet
 import yaml
+from kaji_cni.config import DEFAULTS, CniConfig
 
 CHARM_ROOT = pathlib.Path(__file__).parents[2]
 
@@ -25,8 +25,8 @@ def test_endpoints_are_the_relation_contract() -> None:
 
 def test_config_defaults_are_the_ones_the_code_uses() -> None:
     options = _meta()["config"]["options"]
-    assert {name: o["default"] for name, o in options.items()} == dict(podnet.DEFAULTS)
-    assert podnet.parse_settings({}) == podnet.parse_settings(
+    assert {name: o["default"] for name, o in options.items()} == dict(DEFAULTS)
+    assert CniConfig.from_options({}) == CniConfig.from_options(
         {name: o["default"] for name, o in options.items()}
     )
 

@@ -16,10 +16,13 @@ import json
 import shutil
 from pathlib import Path
 
-import podnet
-from conftest import app_bag, context, files_under, peer_bag, peers, principal, state
+from builders import app_bag, context, files_under, peer_bag, peers, principal, state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kaji_cni import literals
+from kaji_cni.config import CniConfig
+
+from kaji.config import ConfigError
 
 HOSTILE = settings(
     max_examples=150,
@@ -116,7 +119,7 @@ def _honest_addresses(units: dict[int, dict[str, str]]) -> dict[str, str]:
     app=APP_BAG,
     principal_bag=PRINCIPAL_BAG,
     leader=st.booleans(),
-    backend=st.sampled_from(podnet.BACKENDS),
+    backend=st.sampled_from(literals.BACKENDS),
 )
 def test_hostile_relation_data_never_fails_a_hook_nor_misroutes(
     sandbox: Path,
@@ -187,9 +190,9 @@ def test_hostile_config_blocks_naming_the_option_and_changes_nothing(
         )
 
 
-def _config_error(config: dict[str, object]) -> podnet.ConfigError | None:
+def _config_error(config: dict[str, object]) -> ConfigError | None:
     try:
-        podnet.parse_settings(config)
-    except podnet.ConfigError as exc:
+        CniConfig.from_options(config)
+    except ConfigError as exc:
         return exc
     return None

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import podnet
 import pytest
-from conftest import (
+from builders import (
     SERVICE_CIDR,
     app_bag,
     claim,
@@ -18,6 +17,7 @@ from conftest import (
     principal,
     state,
 )
+from kaji_cni import dataplane
 from ops import testing
 
 from kaji.interfaces.cni import CniUnit
@@ -177,6 +177,6 @@ def test_remove_takes_the_files_away(ctx: testing.Context, sandbox: Path) -> Non
 def test_only_a_named_netns_or_a_real_machine_programs_the_kernel(sandbox: Path) -> None:
     from kaji.host import Host
 
-    assert not podnet.programs_kernel(Host(sandbox))
-    assert podnet.programs_kernel(Host(sandbox), netns="node-1")
-    assert podnet.programs_kernel(Host("/"))
+    assert not dataplane.programs_kernel(Host(sandbox))
+    assert dataplane.programs_kernel(Host(sandbox), netns="node-1")
+    assert dataplane.programs_kernel(Host("/"))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import allocations, app_bag, claim, juju_keys, peer_bag, peers, principal, state
+from builders import allocations, app_bag, claim, juju_keys, peer_bag, peers, principal, state
 from ops import testing
 
 PLAN = "var/lib/kaji/cni/dataplane.json"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import podnet
 import pytest
-from conftest import app_bag, files_under, own, peer_bag, peers, state
+from builders import app_bag, files_under, own, peer_bag, peers, state
+from kaji_cni import dataplane
 from ops import testing
 
 from kaji.interfaces.cni import CniPrincipalUnit
@@ -36,8 +36,8 @@ def test_an_ipv6_service_cidr_with_an_ipv4_pod_network_blocks_and_touches_nothin
 
 
 def test_the_dataplane_never_mixes_families_in_one_rule() -> None:
-    with pytest.raises(podnet.DataplaneError, match="service-cidr fd00::/112"):
-        podnet.masquerade_rules("10.1.0.0/16", "fd00::/112")
-    assert "-s 10.1.0.0/16 -d 10.152.183.0/24 -j RETURN" in podnet.masquerade_rules(
+    with pytest.raises(dataplane.DataplaneError, match="service-cidr fd00::/112"):
+        dataplane.masquerade_rules("10.1.0.0/16", "fd00::/112")
+    assert "-s 10.1.0.0/16 -d 10.152.183.0/24 -j RETURN" in dataplane.masquerade_rules(
         "10.1.0.0/16", "10.152.183.0/24"
     )

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import app_bag, files_under, peer_bag, peers, principal, state
+from builders import app_bag, files_under, peer_bag, peers, principal, state
+from kaji_cni.config import CniConfig
 from ops import testing
 
 EXISTING = {"cni/0": "10.1.0.0/24", "cni/1": "10.1.1.0/24"}
@@ -56,3 +57,34 @@ def test_a_reconciling_event_reports_the_status_it_reached(
     before = dataclasses.replace(settled, unit_status=testing.MaintenanceStatus("old"))
     out = ctx.run(ctx.on.update_status(), before)
     assert out.unit_status == settled.unit_status
+
+
+RECONCILED: dict[str, Callable[[testing.Context, testing.State], object]] = {
+    "network-relation-changed": lambda ctx, s: ctx.on.relation_changed(s.get_relation(2)),
+    "network-relation-departed": lambda ctx, s: ctx.on.relation_departed(
+        s.get_relation(2), remote_unit=1, departing_unit=1
+    ),
+    "network-relation-broken": lambda ctx, s: ctx.on.relation_broken(s.get_relation(2)),
+    "cni-relation-changed": lambda ctx, s: ctx.on.relation_changed(s.get_relation(1)),
+    "cni-relation-departed": lambda ctx, s: ctx.on.relation_departed(
+        s.get_relation(1), remote_unit=0
+    ),
+    "cni-relation-broken": lambda ctx, s: ctx.on.relation_broken(s.get_relation(1)),
+}
+
+
+@pytest.mark.parametrize("event", sorted(RECONCILED))
+def test_every_relation_event_reconciles_exactly_once(
+    ctx: testing.Context, monkeypatch: pytest.MonkeyPatch, event: str
+) -> None:
+    settled = _settled(ctx)
+    reads: list[object] = []
+    real = CniConfig.from_options.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[CniConfig], options: object) -> CniConfig:
+        reads.append(options)  # the first step of every reconcile
+        return real(cls, options)
+
+    monkeypatch.setattr(CniConfig, "from_options", classmethod(counted))
+    ctx.run(RECONCILED[event](ctx, settled), settled)
+    assert len(reads) == 1

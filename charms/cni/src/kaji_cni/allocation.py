@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from kaji.interfaces import RelationDataError
-from kaji.interfaces.cni_network import allocate_subnets
+from kaji.interfaces.cni_network import SubnetsExhaustedError, allocate_subnets
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,8 @@ def allocate(
     wanted = sorted(set(units))
     try:
         return Allocation(allocate_subnets(cluster_cidr, wanted, existing, prefix_length))
-    except RelationDataError as exc:
-        if exc.key != "allocations" or "no free" not in exc.reason:
-            raise
+    except SubnetsExhaustedError:
+        pass
     # Exhausted: keep the present units' subnets and hand out what is left in name order.
     # Every new unit asks for the same size, so once one does not fit, none after it does.
     subnets = {unit: cidr for unit, cidr in existing.items() if unit in wanted}
@@ -45,8 +44,17 @@ def allocate(
     for index, unit in enumerate(new):
         try:
             subnets = allocate_subnets(cluster_cidr, [*subnets, unit], subnets, prefix_length)
-        except RelationDataError as exc:
-            if exc.key != "allocations" or "no free" not in exc.reason:
-                raise
+        except SubnetsExhaustedError:
             return Allocation(dict(sorted(subnets.items())), tuple(new[index:]))
     return Allocation(dict(sorted(subnets.items())))  # pragma: no cover - first call succeeds
+
+
+def is_exhausted(
+    cluster_cidr: str, existing: Mapping[str, str], unit: str, prefix_length: int
+) -> bool:
+    """Whether `unit` would get no subnet even if it were the next one allocated."""
+    try:
+        result = allocate(cluster_cidr, [*existing, unit], existing, prefix_length)
+    except RelationDataError:
+        return False
+    return unit in result.unallocated

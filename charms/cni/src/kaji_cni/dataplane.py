@@ -1,15 +1,15 @@
-"""The pod network of one node: CNI configuration, routes or VXLAN entries, masquerading.
+"""The kernel state of one node's pod network: routes or VXLAN entries, masquerading.
 
-No ops here: the charm hands in a Host, the validated settings, this node and its peers. The
-module renders the CNI conflist (bridge + host-local + portmap + loopback), computes the
-kernel state the node needs (a :class:`Dataplane`) and, where allowed, makes the kernel match
-it by reading the current state (``ip -j ...``, ``bridge -j fdb``, ``iptables -S``) and
-applying only the difference.
+No ops here: the charm hands in a Host, the validated config, this node and its peers. The
+module computes the kernel state the node needs (a :class:`Dataplane`), writes the CNI conflist
+(:mod:`kaji_cni.conflist`) and, where allowed, makes the kernel match the plan by reading the
+current state (``ip -j ...``, ``bridge -j fdb``, ``iptables -S``) and applying only the
+difference.
 
 The kernel is programmed only on a real machine (``host.is_sandbox`` false) or when the
 caller opts in by naming a network namespace (every command then runs under
 ``ip netns exec <netns>``). In a sandbox the desired state is only recorded, in
-:data:`STATE_PATH` under the sandbox root.
+:data:`~kaji_cni.literals.STATE_PATH` under the sandbox root.
 """
 
 from __future__ import annotations
@@ -21,108 +21,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kaji.host import CommandError, Host
-
-BACKENDS = ("host-gw", "vxlan")
-NETWORK_NAME = "kaji"
-CNI_CONF_DIR = "/etc/cni/net.d"
-CONFLIST_NAME = "10-kaji.conflist"
-STATE_PATH = "/var/lib/kaji/cni/dataplane.json"
-SYSCTL_PATH = "/etc/sysctl.d/60-kaji-cni.conf"
-BRIDGE = "kaji0"
-VXLAN_DEVICE = "kaji.vxlan"
-#: Routes this module owns carry this routing protocol number, so it never touches others'.
-ROUTE_PROTOCOL = "107"
-MASQ_CHAIN = "KAJI-POD-MASQ"
-MASQ_COMMENT = "kaji-cni: masquerade pod traffic leaving the cluster"
-#: Address ranges a pod network must not overlap: "this network", loopback, link-local,
-#: multicast and the reserved range with the limited broadcast address (RFC 6890).
-UNUSABLE_FOR_PODS = tuple(
-    ipaddress.IPv4Network(n)
-    for n in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
+from kaji_cni.config import CniConfig
+from kaji_cni.conflist import pod_mtu, render_conflist
+from kaji_cni.literals import (
+    CNI_CONF_DIR,
+    CONFLIST_NAME,
+    MASQ_CHAIN,
+    MASQ_COMMENT,
+    ROUTE_PROTOCOL,
+    STATE_PATH,
+    SYSCTL_PATH,
+    VXLAN_DEVICE,
 )
-#: Bytes VXLAN adds to each packet: outer Ethernet is not counted; IP + UDP + VXLAN headers.
-VXLAN_OVERHEAD = {4: 50, 6: 70}
-
-DEFAULTS: Mapping[str, Any] = {
-    "cidr": "10.1.0.0/16",
-    "node-prefix": 24,
-    "backend": "vxlan",
-    "mtu": 1500,
-    "vni": 1,
-    "vxlan-port": 4789,
-}
-
-
-class ConfigError(ValueError):
-    """A config option is invalid; the message names the option and the reason."""
-
-    def __init__(self, option: str, reason: str) -> None:
-        super().__init__(f"{option}: {reason}")
-        self.option = option
-        self.reason = reason
 
 
 class DataplaneError(RuntimeError):
     """The kernel could not be made to match the desired state."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The validated charm config."""
-
-    cidr: str
-    node_prefix: int
-    backend: str
-    mtu: int
-    vni: int
-    vxlan_port: int
-
-
-def _int_option(config: Mapping[str, Any], name: str, low: int, high: int) -> int:
-    value = config.get(name, DEFAULTS[name])
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, f"must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(name, f"must be between {low} and {high}, got {value}")
-    return value
-
-
-def parse_settings(config: Mapping[str, Any]) -> Settings:
-    """Validate the charm config (missing options take their defaults).
-
-    Raises:
-        ConfigError: the first invalid option, with the reason.
-    """
-    raw_cidr = config.get("cidr", DEFAULTS["cidr"])
-    if not isinstance(raw_cidr, str):
-        raise ConfigError("cidr", f"must be a string, got {raw_cidr!r}")
-    try:
-        cidr = ipaddress.ip_network(raw_cidr.strip(), strict=True)
-    except ValueError as exc:
-        raise ConfigError("cidr", f"{raw_cidr!r} is not a network/prefix ({exc})") from None
-    if not isinstance(cidr, ipaddress.IPv4Network):
-        raise ConfigError("cidr", "only IPv4 pod networks are supported")
-    if cidr.prefixlen > 28:
-        raise ConfigError("cidr", f"{cidr} is too small for a pod network (at most /28)")
-    unusable = next((n for n in UNUSABLE_FOR_PODS if cidr.overlaps(n)), None)
-    if unusable is not None:
-        raise ConfigError("cidr", f"{cidr} overlaps {unusable}, which pods cannot use")
-    node_prefix = _int_option(config, "node-prefix", 1, 28)
-    if node_prefix < cidr.prefixlen:
-        raise ConfigError(
-            "node-prefix", f"/{node_prefix} is larger than the cluster cidr {cidr.compressed}"
-        )
-    backend = config.get("backend", DEFAULTS["backend"])
-    if backend not in BACKENDS:
-        raise ConfigError("backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    return Settings(
-        cidr=cidr.compressed,
-        node_prefix=node_prefix,
-        backend=backend,
-        mtu=_int_option(config, "mtu", 1280, 9216),
-        vni=_int_option(config, "vni", 1, 2**24 - 1),
-        vxlan_port=_int_option(config, "vxlan-port", 1, 65535),
-    )
 
 
 @dataclass(frozen=True)
@@ -132,48 +46,6 @@ class Node:
     name: str
     subnet: str
     underlay: str
-
-
-def pod_mtu(settings: Settings, underlay: str) -> int:
-    """The MTU of pod interfaces: the underlay MTU, less the VXLAN overhead with vxlan."""
-    if settings.backend != "vxlan":
-        return settings.mtu
-    return settings.mtu - VXLAN_OVERHEAD[ipaddress.ip_address(underlay).version]
-
-
-def render_conflist(
-    settings: Settings, subnet: str, *, mtu: int, ipam_data_dir: str | None = None
-) -> str:
-    """The CNI network configuration list for a node whose pods live in `subnet`.
-
-    `ipam_data_dir` overrides host-local's state directory (tests point it at a temp dir).
-    """
-    net = ipaddress.ip_network(subnet)
-    ipam: dict[str, Any] = {
-        "type": "host-local",
-        "ranges": [[{"subnet": net.compressed, "gateway": str(net.network_address + 1)}]],
-        "routes": [{"dst": "0.0.0.0/0"}],
-    }
-    if ipam_data_dir is not None:
-        ipam["dataDir"] = ipam_data_dir
-    conflist = {
-        "cniVersion": "1.0.0",
-        "name": NETWORK_NAME,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": BRIDGE,
-                "isGateway": True,
-                "ipMasq": False,
-                "hairpinMode": True,
-                "mtu": mtu,
-                "ipam": ipam,
-            },
-            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-            {"type": "loopback"},
-        ],
-    }
-    return json.dumps(conflist, indent=2, sort_keys=True) + "\n"
 
 
 def vtep_mac(subnet: str) -> str:
@@ -274,7 +146,7 @@ def masquerade_rules(cluster_cidr: str, service_cidr: str | None = None) -> tupl
 
 
 def desired_dataplane(
-    settings: Settings, local: Node, peers: Iterable[Node], *, service_cidr: str | None = None
+    config: CniConfig, local: Node, peers: Iterable[Node], *, service_cidr: str | None = None
 ) -> Dataplane:
     """What the kernel of `local` must hold to reach every peer's pods.
 
@@ -286,8 +158,8 @@ def desired_dataplane(
         (p for p in peers if p.name != local.name and p.subnet != local.subnet),
         key=lambda p: ipaddress.ip_network(p.subnet),
     )
-    masq = masquerade_rules(settings.cidr, service_cidr)
-    if settings.backend == "host-gw":
+    masq = masquerade_rules(config.cidr, service_cidr)
+    if config.backend == "host-gw":
         for node in (local, *others):
             if ipaddress.ip_address(node.underlay).version != 4:
                 raise DataplaneError(
@@ -296,22 +168,22 @@ def desired_dataplane(
                 )
         routes = tuple(Route(p.subnet, p.underlay) for p in others)
         return Dataplane(
-            "host-gw", settings.cidr, local.subnet, local.underlay, routes, masquerade=masq
+            "host-gw", config.cidr, local.subnet, local.underlay, routes, masquerade=masq
         )
     device = VxlanDevice(
-        vni=settings.vni,
-        port=settings.vxlan_port,
+        vni=config.vni,
+        port=config.vxlan_port,
         local=local.underlay,
         mac=vtep_mac(local.subnet),
         address=vtep_address(local.subnet),
-        mtu=pod_mtu(settings, local.underlay),
+        mtu=pod_mtu(config, local.underlay),
     )
     vx_peers = tuple(
         VxlanPeer(vtep_address(p.subnet), vtep_mac(p.subnet), p.underlay) for p in others
     )
     routes = tuple(Route(p.subnet, vtep_address(p.subnet), VXLAN_DEVICE, True) for p in others)
     return Dataplane(
-        "vxlan", settings.cidr, local.subnet, local.underlay, routes, device, vx_peers, masq
+        "vxlan", config.cidr, local.subnet, local.underlay, routes, device, vx_peers, masq
     )
 
 
@@ -551,7 +423,7 @@ def programs_kernel(host: Host, netns: str | None = None) -> bool:
 
 def configure_node(
     host: Host,
-    settings: Settings,
+    config: CniConfig,
     local: Node,
     peers: Iterable[Node],
     *,
@@ -568,9 +440,9 @@ def configure_node(
     Raises:
         DataplaneError: the plan is impossible or a tool failed.
     """
-    plan = desired_dataplane(settings, local, peers, service_cidr=service_cidr)
+    plan = desired_dataplane(config, local, peers, service_cidr=service_cidr)
     conflist = render_conflist(
-        settings, local.subnet, mtu=pod_mtu(settings, local.underlay), ipam_data_dir=ipam_data_dir
+        config, local.subnet, mtu=pod_mtu(config, local.underlay), ipam_data_dir=ipam_data_dir
     )
     changed = host.write_file(f"{conf_dir}/{CONFLIST_NAME}", conflist)
     changed |= host.write_file(SYSCTL_PATH, "net.ipv4.ip_forward = 1\n")
