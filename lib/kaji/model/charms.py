@@ -132,8 +132,9 @@ class CharmCode:
             except Exception as e:
                 del sys.modules[unique]
                 raise CharmLoadError(f"{path}: {type(e).__name__}: {e}") from e
+            # Inside: the module's lazy imports (kaji.lazy) may load while it is searched.
+            self.charm_type = self._find_charm_class(module)
         self.module = module
-        self.charm_type = self._find_charm_class(module)
 
     @staticmethod
     def _find_charm_class(module: ModuleType) -> type[Any]:
@@ -195,9 +196,19 @@ class CharmCode:
                 if name in before and name not in self._private:
                     continue
                 module = sys.modules[name]
-                file = getattr(module, "__file__", None)
+                file = _own_file(module)
                 if file and os.path.realpath(file).startswith(src + os.sep):
                     self._private[name] = sys.modules.pop(name)
             for name, previous in saved.items():
                 if previous is not None:
                     sys.modules[name] = previous
+
+
+def _own_file(module: object) -> str | None:
+    """A module's ``__file__`` without running it if it is a lazy one (kaji.lazy)."""
+    try:
+        namespace = object.__getattribute__(module, "__dict__")
+    except AttributeError:
+        return getattr(module, "__file__", None)
+    file = namespace.get("__file__")
+    return file if isinstance(file, str) else None

@@ -9,10 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 from kaji import kubernetes
 from kaji.host import ServiceSpec
+from kaji.kubeconfig import render_kubeconfig as _render_kubeconfig
+from kaji.lazy import lazy_import
 
 if TYPE_CHECKING:
+    import yaml
+
     from kaji.host import Host
-    from kaji_worker.options import Taint
+    from kaji_worker.config import Taint
+else:
+    yaml = lazy_import("yaml")
 
 KUBELET = "kubelet"
 KUBE_PROXY = "kube-proxy"
@@ -41,8 +47,6 @@ def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, A
 
 
 def _yaml(data: Mapping[str, Any]) -> str:
-    import yaml
-
     return HEADER + yaml.safe_dump(dict(data), sort_keys=True, default_flow_style=False)
 
 
@@ -60,9 +64,7 @@ def render_kubeconfig(
     ``tls_server_name`` is used when the server is the local balancer: the API server's
     certificate does not name a loopback address, but always names ``kubernetes``.
     """
-    from kaji.kubeconfig import render_kubeconfig as render
-
-    text = render(
+    text = _render_kubeconfig(
         server=server,
         ca_cert_pem=ca_cert_pem,
         client_cert_pem=cert_pem,

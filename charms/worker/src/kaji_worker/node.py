@@ -8,46 +8,53 @@ model knows as plain data; it returns an ``Outcome`` the charm turns into the un
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
+import kaji.host
 from kaji import kubernetes
-from kaji.host import ProxySettings, ServiceSpec
+from kaji.host import (
+    BinaryInstallError,
+    CommandError,
+    CountingServiceManager,
+    ProxySettings,
+    RecordingManager,
+    ServiceSpec,
+)
+from kaji.interfaces.kube_control import expected_node_identity
+from kaji.kernel import ensure_kernel_settings, remove_kernel_settings
+from kaji.lazy import lazy_import
+from kaji.packages import ensure_packages, purge_packages
 from kaji_worker import apilb, containerd, kube
+from kaji_worker.literals import (
+    CONTAINERD_RESOURCE_FILES,
+    DEFAULT_CNI_CONF_DIR,
+    KERNEL_SETTINGS,
+    KUBE_BINARIES,
+    LB_PACKAGES,
+    PACKAGED,
+    PACKAGED_CNI_DIR,
+    RECONCILED_FILE,
+    RECORDED_STATE,
+    RUNTIME_PACKAGES,
+    STATE_FILE,
+)
 
 if TYPE_CHECKING:
+    from kaji import certs, pki
     from kaji.certs import KeyAndRequest
-    from kaji.host import CountingServiceManager, Host
+    from kaji.host import Host
     from kaji.interfaces.cni import CniUnit
     from kaji.interfaces.kube_control import KubeControlProviderApp
-    from kaji_worker.options import WorkerOptions
+    from kaji_worker.config import WorkerConfig
+else:
+    certs = lazy_import("kaji.certs")
+    pki = lazy_import("kaji.pki")
 
-KERNEL_SETTINGS = "kaji-worker"
-STATE_FILE = "/var/lib/kaji/worker/state.json"
-RECORDED_STATE = "/var/lib/kaji/worker/recorded-services"
-#: The last full reconcile's outcome and services, for update-status's fast path.
-LAST_OUTCOME = "/var/lib/kaji/worker/last-outcome.json"
-DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d"
-RUNTIME_PACKAGES = ("containerd", "runc", "containernetworking-plugins")
-LB_PACKAGES = ("haproxy",)
-#: Distribution paths of the packaged binaries (Debian and Ubuntu).
-PACKAGED = {
-    "containerd": "/usr/bin/containerd",
-    "runc": "/usr/sbin/runc",
-    "haproxy": "/usr/sbin/haproxy",
-}
-PACKAGED_CNI_DIR = "/usr/lib/cni"
-#: Files the ``containerd`` resource tarball must hold.
-CONTAINERD_RESOURCE_FILES = (
-    "bin/containerd",
-    "bin/containerd-shim-runc-v2",
-    "bin/runc",
-    "cni/loopback",
-)
-KUBE_BINARIES = ("kubelet", "kube-proxy")
 #: Every file the charm writes outside /opt/kaji (removed on teardown).
 WRITTEN_FILES = (
     containerd.CONFIG,
@@ -62,7 +69,7 @@ WRITTEN_FILES = (
     kube.PROXY_KUBECONFIG,
     kube.PROXY_CONFIG,
     STATE_FILE,
-    LAST_OUTCOME,
+    RECONCILED_FILE,
 )
 SERVICES_IN_STOP_ORDER = (kube.KUBE_PROXY, kube.KUBELET, apilb.SERVICE, containerd.SERVICE)
 
@@ -137,8 +144,6 @@ class Node:
     def recorder(self) -> CountingServiceManager:
         """Where services whose binary this sandbox lacks are recorded (never run)."""
         if self._recorder is None:
-            from kaji.host import CountingServiceManager, RecordingManager
-
             manager = RecordingManager(self.host.path(RECORDED_STATE))
             self._recorder = CountingServiceManager(manager, self.host.stats)
         return self._recorder
@@ -146,8 +151,6 @@ class Node:
     def _can_run(self, binary: str | None) -> bool:
         if not self.host.is_sandbox:
             return True
-        import os
-
         return binary is not None and os.geteuid() == 0 and os.access(binary, os.X_OK)
 
     def _manager(self, runnable: bool) -> CountingServiceManager:
@@ -170,56 +173,21 @@ class Node:
                 removed |= manager.remove(name)
         return removed
 
-    # -- update-status's fast path -----------------------------------------------------------
+    # -- update-status's cheap path -----------------------------------------------------------
 
-    def remember(self, outcome: Outcome, inputs: str = "") -> None:
-        """Keep the outcome of a full reconcile (rewritten only when it changes).
+    @property
+    def ensured(self) -> dict[str, bool]:
+        """Every service the last reconcile ensured: name -> whether it runs for real."""
+        return dict(sorted(self._ensured.items()))
 
-        ``inputs`` is a digest of what update-status cannot otherwise see change (config, the
-        model's proxies); :meth:`recall` only holds for the same digest.
-        """
-        if outcome.state not in ("active", "waiting"):
-            self.forget()
-            return
-        record = {
-            "inputs": inputs,
-            "state": outcome.state,
-            "message": outcome.message,
-            "recorded": list(outcome.recorded),
-            "services": dict(sorted(self._ensured.items())),
-            "recheck-after": self._recheck_after,
-        }
-        self.host.write_file(LAST_OUTCOME, json.dumps(record, sort_keys=True) + "\n")
+    @property
+    def recheck_after(self) -> int | None:
+        """When (epoch seconds) the outcome must be recomputed anyway (certificate renewal)."""
+        return None if self._recheck_after is None else int(self._recheck_after)
 
-    def forget(self) -> None:
-        """Drop the remembered outcome: the next update-status reconciles in full."""
-        if self.host.exists(LAST_OUTCOME):
-            self.host.remove_file(LAST_OUTCOME)
-
-    def recall(self, now: float | None = None, inputs: str = "") -> Outcome | None:
-        """The remembered outcome, if it still holds.
-
-        It holds while ``inputs`` is the digest it was remembered with, every service it
-        started still runs and no certificate deadline has passed. Costs no cryptography and
-        no relation reads: every change of relation data arrives as an event of its own,
-        which reconciles in full.
-        """
-        from kaji import clock
-
-        text = self.host.read_text(LAST_OUTCOME)
-        try:
-            record = json.loads(text) if text else None
-            if not isinstance(record, dict) or record.get("inputs") != inputs:
-                return None
-            recheck = record.get("recheck-after")
-            if recheck is not None and (clock.time() if now is None else now) >= recheck:
-                return None
-            for name, runnable in record["services"].items():
-                if not self._manager(bool(runnable)).is_running(name):
-                    return None
-            return Outcome(record["state"], record["message"], tuple(record["recorded"]))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return None
+    def still_running(self, services: Mapping[str, bool]) -> bool:
+        """Whether every service of ``services`` (name -> runs for real) still runs."""
+        return all(self._manager(bool(real)).is_running(name) for name, real in services.items())
 
     # -- state -------------------------------------------------------------------------------
 
@@ -241,9 +209,6 @@ class Node:
     # -- install -----------------------------------------------------------------------------
 
     def _packages(self, names: Sequence[str]) -> None:
-        from kaji.host import CommandError
-        from kaji.packages import ensure_packages
-
         try:
             self._note_packages(ensure_packages(self.host, names))
         except CommandError as exc:
@@ -252,10 +217,8 @@ class Node:
     def install_runtime(self, resource: str | None) -> _Binaries:
         """containerd, runc and the CNI plugins: resource, distribution packages, or PATH."""
         if resource is not None:
-            from kaji.host import BinaryInstallError, install_binaries
-
             try:
-                result = install_binaries(
+                result = kaji.host.install_binaries(
                     self.host,
                     "containerd",
                     "resource",
@@ -290,7 +253,7 @@ class Node:
         return _Binaries(binaries, runnable)
 
     def install_kube(
-        self, version: kubernetes.KubernetesVersion, options: WorkerOptions, resource: str | None
+        self, version: kubernetes.KubernetesVersion, options: WorkerConfig, resource: str | None
     ) -> tuple[dict[str, str], bool]:
         """Install kubelet and kube-proxy for ``version``; return their paths and if they run.
 
@@ -298,8 +261,6 @@ class Node:
         real machine, the upstream release, checked against its published SHA-256 (or the
         ``kubernetes-node-sha256`` option); in a sandbox, whatever is on PATH.
         """
-        from kaji.host import BinaryInstallError, install_binaries
-
         if resource is None and self.host.is_sandbox:
             found = {name: self.which(name) for name in KUBE_BINARIES}
             directory = self.host.path(f"/opt/kaji/kubernetes-node/{version}")
@@ -307,7 +268,7 @@ class Node:
             return paths, all(found.values())
         try:
             if resource is not None:
-                result = install_binaries(
+                result = kaji.host.install_binaries(
                     self.host,
                     "kubernetes-node",
                     str(version),
@@ -320,7 +281,7 @@ class Node:
                 sha = options.kubernetes_node_sha256
                 if sha is None:
                     sha = self._published_sha256(kubernetes.checksum_url(url))
-                result = install_binaries(
+                result = kaji.host.install_binaries(
                     self.host,
                     "kubernetes-node",
                     str(version),
@@ -341,13 +302,11 @@ class Node:
         Raises:
             NodeError: it cannot be fetched or holds no checksum.
         """
-        from kaji.host import fetch_text
-
         try:
             if self.fetch is not None:
                 text = self.fetch(url)
             else:
-                text = fetch_text(url, limit=4096, proxies=self.proxies)
+                text = kaji.host.fetch_text(url, limit=4096, proxies=self.proxies)
             return kubernetes.parse_sha256_file(text)
         except ValueError as exc:
             raise NodeError(f"{url}: {exc}") from exc
@@ -363,17 +322,14 @@ class Node:
 
     def ensure_identity(self, node_name: str, addresses: Sequence[str]) -> KeyAndRequest:
         """The node's key (made here, kept) and its CSR for ``system:node:<node_name>``."""
-        from kaji.certs import ensure_key_and_csr
-        from kaji.interfaces.kube_control import expected_node_identity
-
         identity = expected_node_identity(node_name, addresses)
-        return ensure_key_and_csr(self.host, kube.PKI_DIR, kube.NODE_NAME, identity)
+        return certs.ensure_key_and_csr(self.host, kube.PKI_DIR, kube.NODE_NAME, identity)
 
     # -- the node ----------------------------------------------------------------------------
 
     def reconcile(
         self,
-        options: WorkerOptions,
+        options: WorkerConfig,
         *,
         unit_name: str,
         node_name: str,
@@ -394,8 +350,6 @@ class Node:
         Raises:
             NodeError: an install failed in a way the operator must look at.
         """
-        from kaji.kernel import ensure_kernel_settings
-
         self.proxies = proxies or ProxySettings()
         waits = waits or Waits()
 
@@ -425,11 +379,8 @@ class Node:
             return Outcome("waiting", waits.cluster, (*recorded,))
         if not endpoints and options.loadbalancer_url is None:
             return Outcome("waiting", waits.endpoint, (*recorded,))
-        from kaji import pki
-        from kaji.certs import usable_certificate
-
         cert = control_plane.certificate_for(unit_name)
-        if not usable_certificate(cert, request, control_plane.ca_cert, pki.Profile.PEER):
+        if not certs.usable_certificate(cert, request, control_plane.ca_cert, pki.Profile.PEER):
             message = "waiting for the node certificate"
             if cert:
                 message += (
@@ -509,7 +460,7 @@ class Node:
         return Outcome("active", message, tuple(sorted(set(recorded))))
 
     def _api_server(
-        self, options: WorkerOptions, endpoints: Sequence[str], recorded: list[str]
+        self, options: WorkerConfig, endpoints: Sequence[str], recorded: list[str]
     ) -> tuple[str, str | None]:
         """The URL kubelet and kube-proxy use, and the TLS name to verify (balancer only).
 
@@ -551,8 +502,6 @@ class Node:
 
     def teardown(self) -> None:
         """Stop every service and remove what the charm installed and wrote."""
-        from kaji.kernel import remove_kernel_settings
-
         for name in SERVICES_IN_STOP_ORDER:
             if name == containerd.SERVICE:
                 self._kill_pods()
@@ -572,6 +521,4 @@ class Node:
             if directory.exists():
                 shutil.rmtree(directory)
         if packages and not self.host.is_sandbox:
-            from kaji.packages import purge_packages
-
             purge_packages(self.host, packages)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import yaml
-from conftest import (
+from builders import (
     NODE,
     UNIT,
     cni_relation,

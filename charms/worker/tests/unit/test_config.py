@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from conftest import UNIT, cni_relation, joined, kube_control, provider_app
-from kaji_worker import options as opts
+from builders import UNIT, cni_relation, joined, kube_control, provider_app
+from kaji_worker.config import WorkerConfig, parse_loadbalancer
 from ops import testing
 
 from kaji import pki
@@ -87,7 +87,7 @@ def test_fixing_the_option_unblocks(ctx: testing.Context, machine: Host) -> None
 
 
 def test_options_parse_to_normalised_values() -> None:
-    parsed = opts.parse_options(
+    parsed = WorkerConfig.from_options(
         {
             "node-labels": "node.kubernetes.io/pool=gpu team=ml",
             "node-taints": "dedicated=gpu:NoSchedule spot:PreferNoSchedule",
@@ -112,9 +112,9 @@ def test_options_parse_to_normalised_values() -> None:
         "evictionHard": {"memory.available": "200Mi"},
     }
     assert parsed.loadbalancer_url == "https://[fd00::5]:6443"
-    assert opts.parse_loadbalancer("lb.example") == "https://lb.example:6443"
-    assert opts.parse_loadbalancer("https://lb.example:443/") == "https://lb.example:443"
-    assert opts.parse_options({}) == opts.WorkerOptions()
+    assert parse_loadbalancer("lb.example") == "https://lb.example:6443"
+    assert parse_loadbalancer("https://lb.example:443/") == "https://lb.example:443"
+    assert WorkerConfig.from_options({}) == WorkerConfig()
 
 
 def test_invalid_option_on_a_running_node_changes_no_file_and_stays_blocked(

@@ -18,23 +18,26 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import (
+from builders import (
+    HOSTNAME,
     NODE,
+    PROXY_VARIABLES,
     UNIT,
     cni_relation,
     endpoint,
     joined,
     provider_app,
-    sandbox,
+    same_host,
     sign,
 )
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from kaji_worker.options import OptionError, parse_options
+from kaji_worker.config import WorkerConfig
 from ops import testing
 
 from charm import WorkerCharm
 from kaji import pki
+from kaji.config import ConfigError
 from kaji.host import Host, ProxyError, ProxySettings
 from kaji.interfaces import RelationDataError
 from kaji.interfaces.cni import read_cni_unit
@@ -43,6 +46,7 @@ from kaji.interfaces.kube_control import (
     read_provider_app,
     read_provider_unit,
 )
+from kaji.testing import sandbox_machine_at
 
 CHARM_ROOT = Path(__file__).parents[2]
 OPTIONS = sorted(yaml.safe_load((CHARM_ROOT / "charmcraft.yaml").read_text())["config"]["options"])
@@ -56,7 +60,6 @@ APP_KEYS = [
     "image-registry",
 ]
 CNI_KEYS = ["cluster-cidr", "cni-conf-path", "pod-subnet"]
-PROXY_VARIABLES = ("JUJU_CHARM_HTTP_PROXY", "JUJU_CHARM_HTTPS_PROXY", "JUJU_CHARM_NO_PROXY")
 EXAMPLES = settings(
     max_examples=120,
     deadline=None,
@@ -85,7 +88,6 @@ class Settled:
 def settled(tmp_path_factory: pytest.TempPathFactory, ca: pki.CertificateAuthority) -> Settled:
     base = tmp_path_factory.mktemp("hostile")
     root = base / "machine"
-    root.mkdir()
     with pytest.MonkeyPatch.context() as monkeypatch:
         sandbox(root, monkeypatch)
         context = testing.Context(WorkerCharm, app_name="worker", unit_id=0)
@@ -93,6 +95,12 @@ def settled(tmp_path_factory: pytest.TempPathFactory, ca: pki.CertificateAuthori
     assert state.unit_status.name == "active", state.unit_status
     shutil.copytree(root, base / "template", symlinks=True)
     return Settled(root, base / "template", state, cert, ca)
+
+
+def sandbox(root: Path, monkeypatch: pytest.MonkeyPatch) -> Host:
+    """``root`` as the unit's machine (kaji.testing), one Host for every hook."""
+    sandbox_machine_at(root, monkeypatch, hostname=HOSTNAME)
+    return same_host(monkeypatch)
 
 
 def snapshot(host: Host) -> dict[str, tuple[int, bytes]]:
@@ -383,20 +391,20 @@ def test_hostile_config_never_crashes_and_invalid_values_change_nothing(
         after = context.run(context.on.config_changed(), state)  # never raises
         unchanged = snapshot(host) == files
 
-    expected: Exception | None = None
+    expected: str | None = None
     try:
-        parse_options(dict(state.config))
-    except OptionError as exc:
-        expected = exc
+        WorkerConfig.from_options(dict(state.config))
+    except ConfigError as exc:
+        expected = f"invalid config {exc}"
     if expected is None:
         try:
             ProxySettings.parse(*(proxies.get(name, "") for name in PROXY_VARIABLES))
         except ProxyError as exc:
-            expected = exc
+            expected = str(exc)
     status = after.unit_status
     event(f"status {status.name}: {status.message[:30]}")
     if expected is not None:
-        assert status == testing.BlockedStatus(str(expected))
+        assert status == testing.BlockedStatus(expected)
         assert unchanged, "invalid config changes nothing on the machine"
         for relation in settled.state.relations:
             assert after.get_relation(relation.id).local_unit_data == relation.local_unit_data

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
-from conftest import (
+from builders import (
     ADDRESS,
     NODE,
     UNIT,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import NODE, joined, kube_control, service
+from builders import NODE, joined, kube_control, service
 from ops import testing
 
 from kaji import kubernetes, pki

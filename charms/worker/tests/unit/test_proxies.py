@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import joined, kube_control, service
+from builders import joined, kube_control, service
+from kaji_worker.config import WorkerConfig
 from kaji_worker.node import Node
-from kaji_worker.options import WorkerOptions
 from ops import testing
 
 import kaji.host
@@ -146,7 +146,7 @@ def test_the_kubelet_download_and_its_checksum_use_the_model_proxies(
     node = Node(machine, arch="amd64")
     node.proxies = ProxySettings.parse("http://squid:3128", "http://squid:3129", "10.0.0.0/8")
     with pytest.raises(Exception, match="stop here"):
-        node.install_kube(kubernetes.check_version("1.32.3"), WorkerOptions(), None)
+        node.install_kube(kubernetes.check_version("1.32.3"), WorkerConfig(), None)
     url = "https://dl.k8s.io/v1.32.3/kubernetes-node-linux-amd64.tar.gz"
     assert [c[0] for c in calls] == [f"{url}.sha256", url]
     assert all(kwargs["proxies"] is node.proxies for _, kwargs in calls)

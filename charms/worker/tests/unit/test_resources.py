@@ -6,7 +6,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from conftest import joined, service
+from builders import joined, service
 from ops import testing
 
 from kaji import pki

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import joined, service
+from builders import joined, service
 from ops import testing
 
 from kaji import pki
