@@ -18,20 +18,29 @@ while the digest is unchanged, the record is younger than its maximum age and th
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import posixpath
-import sys
-from collections.abc import Callable, Mapping
-from types import MappingProxyType, ModuleType
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import ops
 
 from kaji import clock
+from kaji.host.proxy import juju_proxy_values
+from kaji.lazy import lazy_import
+from kaji.secrets import app_secret_content
 
 if TYPE_CHECKING:
     from kaji.host import Host
+
+__all__ = [
+    "DEFAULT_MAX_AGE",
+    "ReconcileRecord",
+    "ReconcilingCharm",
+    "app_secret_content",  # re-exported until the charms import kaji.secrets
+    "lazy_import",  # re-exported until the charms import kaji.lazy
+]
 
 #: Default maximum age of a reconcile record: a full reconcile runs at least this often.
 DEFAULT_MAX_AGE = 6 * 3600
@@ -223,8 +232,6 @@ class ReconcilingCharm(ops.CharmBase):
                 for unit in (self.unit, *sorted(relation.units, key=lambda u: u.name)):
                     bags[unit.name] = _bag(relation.data[unit])
                 relations[f"{endpoint}:{relation.id}"] = bags
-        from kaji.host.proxy import juju_proxy_values
-
         data = {
             "config": dict(self.config),
             # Juju's proxy settings reach hooks as environment, with no event of their own.
@@ -313,51 +320,9 @@ class ReconcilingCharm(ops.CharmBase):
         raise NotImplementedError
 
 
-def app_secret_content(
-    charm: ops.CharmBase, label: str, make: Callable[[], dict[str, str]]
-) -> dict[str, str] | None:
-    """Return the content of the app-owned secret ``label``; the leader creates it once.
-
-    This is where CA keys live: made by the first leader, inherited by every later one, never
-    regenerated on leader change. A non-leader reads it when Juju lets it (units of the owning
-    application can) and gets None when it does not exist yet.
-    """
-    try:
-        return charm.model.get_secret(label=label).get_content(refresh=True)
-    except ops.SecretNotFoundError:
-        if not charm.unit.is_leader():
-            return None
-    content = make()
-    charm.app.add_secret(content, label=label, description=f"kaji: {label}")
-    return content
-
-
 def _bag(content: ops.RelationDataContent) -> dict[str, str] | str:
     """A relation data bag as a plain dict, or a marker when Juju refuses to show it."""
     try:
         return dict(content)
     except ops.ModelError:
         return "unreadable"
-
-
-def lazy_import(name: str) -> ModuleType:
-    """Import module ``name`` on first attribute access (for what a no-op hook never uses).
-
-    The module goes into ``sys.modules`` (and onto its package) at once, so later imports get
-    the same object; its code runs when something first reads an attribute of it. Use as
-    ``workload = lazy_import("my_workload")`` next to an ``if TYPE_CHECKING:`` import.
-    """
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        raise ModuleNotFoundError(f"no module named {name!r}", name=name)
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    parent, _, child = name.rpartition(".")
-    if parent:
-        setattr(sys.modules[parent], child, module)
-    return module

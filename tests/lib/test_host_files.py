@@ -14,6 +14,7 @@ from kaji.host import (
     Host,
     HostError,
     PathEscapeError,
+    ServiceError,
     ensure_directory,
     ensure_symlink,
     read_bytes,
@@ -219,6 +220,16 @@ def test_production_root_uses_paths_as_they_are() -> None:
         host.path("/etc/../root")
 
 
+def test_a_real_machine_host_without_a_manager_runs_no_services() -> None:
+    host = Host("/")  # (only calls that would not change this machine if they did run)
+    with pytest.raises(ServiceError, match="no service manager"):
+        host.services.reload("kaji-test-no-such-service")
+    with pytest.raises(ServiceError, match="no service manager"):
+        host.services.is_running("kaji-test-no-such-service")
+    assert not host.services.runs_processes
+    assert host.stats.services_started == 0
+
+
 def test_host_counts_only_real_changes(tmp_path: Path) -> None:
     host = Host(tmp_path)
     host.write_file("/etc/a", "1")
@@ -242,11 +253,13 @@ def test_sandbox_ignores_owners_that_only_exist_on_real_machines(tmp_path: Path)
 
 
 def test_host_from_environment_picks_the_sandbox_and_its_manager(tmp_path: Path) -> None:
-    from kaji.host import ProcessManager, RecordingManager, host_from_environment
+    from kaji.host import ProcessManager, RecordingManager, SystemdManager, host_from_environment
 
     production = host_from_environment({})
     assert not production.is_sandbox
     assert production.loopback_address == "127.0.0.1"
+    assert isinstance(production.services.manager, SystemdManager)
+    assert production.services.manager.host is production  # unit files counted in its stats
     recorded = host_from_environment({"KAJI_HOST_ROOT": str(tmp_path)})
     assert recorded.is_sandbox
     assert recorded.path("/etc/x") == tmp_path / "etc/x"

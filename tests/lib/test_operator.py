@@ -13,7 +13,8 @@ import pytest
 from ops import testing
 
 from kaji.host import host_from_environment
-from kaji.operator import ReconcileRecord, ReconcilingCharm, app_secret_content
+from kaji.operator import ReconcileRecord, ReconcilingCharm
+from kaji.secrets import app_secret_content
 
 META = {
     "name": "probe",
@@ -287,24 +288,3 @@ def test_record_round_trips_and_rejects_garbage() -> None:
 def _with(state: testing.State, relation: Any) -> testing.State:
     others = [r for r in state.relations if r.endpoint != relation.endpoint]
     return dataclasses.replace(state, relations=frozenset({*others, relation}))
-
-
-def test_lazy_import_runs_the_module_on_first_attribute_access(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import sys
-
-    from kaji.operator import lazy_import
-
-    (tmp_path / "kaji_lazy_probe.py").write_text("import sys\nsys.kaji_lazy_ran = True\nX = 1\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "kaji_lazy_probe", raising=False)
-    monkeypatch.setattr(sys, "kaji_lazy_ran", False, raising=False)
-    module = lazy_import("kaji_lazy_probe")
-    assert sys.kaji_lazy_ran is False  # type: ignore[attr-defined]
-    assert lazy_import("kaji_lazy_probe") is module is sys.modules["kaji_lazy_probe"]
-    assert module.X == 1
-    assert sys.kaji_lazy_ran is True  # type: ignore[attr-defined]
-    with pytest.raises(ModuleNotFoundError):
-        lazy_import("kaji_no_such_module_here")
-

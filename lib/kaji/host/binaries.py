@@ -13,27 +13,30 @@ leaves the previous one in place.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import re
 import secrets
 import shutil
+import tarfile
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from kaji.host import files as fileops
 from kaji.host.errors import BinaryInstallError
 from kaji.host.proxy import ProxyError, ProxySettings, proxy_settings, redact
 
 if TYPE_CHECKING:
-    import tarfile
-    import urllib.request
-
     from kaji.host.root import Host
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -92,9 +95,6 @@ def _opener(proxies: ProxySettings) -> urllib.request.OpenerDirector:
     this one takes the choice from ``proxies`` for every request, redirects included (each
     redirect target gets its own ``no_proxy`` check).
     """
-    import base64
-    import urllib.request
-    from urllib.parse import unquote
 
     class ChosenProxy(urllib.request.BaseHandler):
         handler_order = 100  # before the http(s) handlers, as urllib's ProxyHandler
@@ -153,9 +153,6 @@ def _open(url: str, timeout: float, proxies: ProxySettings | None) -> Iterator[A
     Raises:
         BinaryInstallError: a bad URL or proxy setting, or a failure while opening or reading.
     """
-    import http.client
-    import urllib.error
-
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise BinaryInstallError(f"only http and https downloads are supported, not {url!r}")
     settings = _settings(proxies)
@@ -272,8 +269,6 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, s
 
 
 def _extract(archive: Path, dest: Path, strip: int, label: str) -> None:
-    import tarfile
-
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:

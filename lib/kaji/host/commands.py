@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shlex
 import signal
 import subprocess
@@ -211,8 +212,6 @@ def spawn(
 
 
 def _nofile_setter(limit: int) -> Callable[[], None]:
-    import resource
-
     def set_nofile() -> None:
         _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
+import pwd
 import secrets
 import stat
 from pathlib import Path
@@ -18,8 +20,6 @@ def _uid(owner: str | int | None) -> int:
         return -1
     if isinstance(owner, int):
         return owner
-    import pwd
-
     try:
         return pwd.getpwnam(owner).pw_uid
     except KeyError:
@@ -31,8 +31,6 @@ def _gid(group: str | int | None) -> int:
         return -1
     if isinstance(group, int):
         return group
-    import grp
-
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:

@@ -6,14 +6,21 @@ manager object: a new ProcessManager on the same ``state_dir`` finds the running
 and checks each pid is still the same process (its start time in /proc) before trusting it.
 Processes are not supervised (nothing restarts a crashed one until the next ``ensure``), and
 ``user``/``group`` of the spec are not applied.
+
+A service that exits right after starting raises ServiceError naming the cause in plain words
+when the log shows a known one (``etcd: cannot listen on 127.0.1.1:2380: address already in
+use (held by pid 42)``), the last log line otherwise.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import os
+import re
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +45,128 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+@dataclasses.dataclass(frozen=True)
+class Listener:
+    """A listening TCP socket of this host (from /proc/net/tcp and tcp6)."""
+
+    address: str
+    port: int
+    inode: int
+
+
+def tcp_listeners() -> list[Listener]:
+    """Every listening TCP socket in this network namespace."""
+    found: list[Listener] = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            raw, port = fields[1].split(":")
+            packed = bytes.fromhex(raw)
+            # The kernel prints each 32-bit word in host (little-endian) order.
+            words = b"".join(packed[i : i + 4][::-1] for i in range(0, len(packed), 4))
+            address = ipaddress.ip_address(words)
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                address = address.ipv4_mapped
+            found.append(Listener(str(address), int(port, 16), int(fields[9])))
+    return found
+
+
+def socket_owners(inodes: Iterable[int]) -> dict[int, int]:
+    """Map socket inode -> pid of a process holding it (processes this user may inspect)."""
+    wanted = {f"socket:[{i}]": i for i in inodes}
+    owners: dict[int, int] = {}
+    if not wanted:
+        return owners
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = os.scandir(f"/proc/{entry.name}/fd")
+        except OSError:
+            continue
+        with fds:
+            for fd in fds:
+                try:
+                    target = os.readlink(fd.path)
+                except OSError:
+                    continue
+                if target in wanted:
+                    owners.setdefault(wanted[target], int(entry.name))
+        if len(owners) == len(wanted):
+            break
+    return owners
+
+
+def listener_holder(address: str, port: int) -> int | None:
+    """The pid holding ``address:port`` (or the wildcard on that port) open, if visible."""
+    matches = [
+        lst
+        for lst in tcp_listeners()
+        if lst.port == port and lst.address in (address, "0.0.0.0", "::")  # noqa: S104
+    ]
+    owners = socket_owners(m.inode for m in matches)
+    for match in matches:
+        if match.inode in owners:
+            return owners[match.inode]
+    return None
+
+
+def holds_listener(pid: int) -> bool:
+    """Whether process ``pid`` holds a listening TCP socket."""
+    try:
+        links = {os.readlink(fd.path) for fd in os.scandir(f"/proc/{pid}/fd")}
+    except OSError:
+        return False
+    sockets = {t for t in links if t.startswith("socket:[")}
+    return any(f"socket:[{lst.inode}]" in sockets for lst in tcp_listeners())
+
+
+_IN_USE = re.compile(r"address already in use", re.I)
+_NOT_AVAILABLE = re.compile(r"cannot assign requested address", re.I)
+_HOST_PORT = re.compile(r"\[?((?:\d{1,3}\.){3}\d{1,3}|[0-9a-f:]*:[0-9a-f:]+)\]?:(\d{1,5})\b")
+#: Python's form: ``('127.0.0.1', 8080)``.
+_TUPLE = re.compile(r"\('((?:\d{1,3}\.){3}\d{1,3})',\s*(\d{1,5})\)")
+_PERMISSION = re.compile(r"permission denied", re.I)
+
+
+def startup_failure_cause(name: str, log: str, code: int | None) -> str:
+    """The reason a service exited right after starting, in plain words, from its log."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    for line in lines:
+        for pattern, what in (
+            (_IN_USE, "address already in use"),
+            (_NOT_AVAILABLE, "address not available on this machine"),
+        ):
+            if not pattern.search(line):
+                continue
+            where = _HOST_PORT.search(line) or _TUPLE.search(line)
+            if where is None:
+                return f"{name}: cannot listen: {what}"
+            address, port = where.group(1), int(where.group(2))
+            holder = listener_holder(address, port) if pattern is _IN_USE else None
+            held = f" (held by pid {holder})" if holder is not None else ""
+            return f"{name}: cannot listen on {address}:{port}: {what}{held}"
+    for line in lines:
+        if _PERMISSION.search(line):
+            return f"{name}: permission denied: {_short(line)}"
+    last = _short(lines[-1]) if lines else "no output"
+    return f"{name} exited with status {code} right after starting: {last}"
+
+
+def _short(line: str) -> str:
+    """A log line without JSON/logfmt noise, at most 200 characters."""
+    match = re.search(r'"(?:msg|error|err)"\s*:\s*"([^"]*)"', line)
+    text = match.group(1) if match else line
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 class ProcessManager(StatefulManager):
     """Runs services as real processes in their own sessions, tracked by pid files."""
 
@@ -56,6 +185,7 @@ class ProcessManager(StatefulManager):
             state_dir: directory for ``<name>.json``, ``<name>.pid`` and ``<name>.log``.
             stop_timeout: seconds between SIGTERM and SIGKILL when stopping.
             startup_grace: seconds a new process is watched; exiting within them is an error.
+                The watch ends early once the process listens on a TCP port (it is serving).
         """
         super().__init__(state_dir)
         self.stop_timeout = stop_timeout
@@ -101,14 +231,17 @@ class ProcessManager(StatefulManager):
             raise ServiceError(f"service {spec.name}: {exc}") from exc
         start_time = process_start_time(pid)
         deadline = time.monotonic() + self.startup_grace
+        checks = 0
         while True:
             code = commands.reap(pid)
             if code is not None or start_time is None:
                 raise ServiceError(
-                    f"service {spec.name} exited with status {code} right after starting: "
-                    f"{self._log_since(log, offset)}"
+                    startup_failure_cause(spec.name, self._log_since(log, offset), code)
                 )
             if time.monotonic() >= deadline:
+                break
+            checks += 1
+            if checks % 10 == 0 and holds_listener(pid):
                 break
             time.sleep(0.01)
         files.write_file(self.pid_path(spec.name), f"{pid}\n")

@@ -18,6 +18,7 @@ lists ``127.0.0.1,localhost,::1``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -115,8 +116,6 @@ def _no_proxy_entries(value: str) -> tuple[str, ...]:
 
 
 def _parse_entry(entry: str) -> _Match:
-    import ipaddress
-
     if entry == "*":
         return _Match("all")
     try:
@@ -174,8 +173,6 @@ class ProxySettings:
 
     def bypasses(self, host: str, port: int | None = None) -> bool:
         """Whether ``no_proxy`` sends ``host`` (and ``port``) direct."""
-        import ipaddress
-
         host = host.lower().strip("[]").rstrip(".")
         try:
             address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(

@@ -9,11 +9,24 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kaji.host import commands, files
 from kaji.host.errors import PathEscapeError
-from kaji.host.services import ServiceChange, ServiceManager, ServiceSpec
+from kaji.host.services import (
+    NoServiceManager,
+    RecordingManager,
+    ServiceChange,
+    ServiceManager,
+    ServiceSpec,
+)
+from kaji.host.systemd import SystemdManager
+from kaji.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from kaji.host import processes
+else:  # only the offline model's real processes need it
+    processes = lazy_import("kaji.host.processes")
 
 
 @dataclass
@@ -95,9 +108,10 @@ class CountingServiceManager:
 class Host:
     """One machine: its files, commands and services, optionally inside a sandbox root.
 
-    With ``root="/"`` (production) machine paths are used as they are and services default to
-    systemd. With any other root, every machine path lives under it (``/etc/x`` becomes
-    ``<root>/etc/x``), services default to a RecordingManager keeping its state in
+    With ``root="/"`` (production) machine paths are used as they are; give it its service
+    manager (``host_from_environment`` gives it systemd), without one every service call
+    raises ServiceError. With any other root, every machine path lives under it (``/etc/x``
+    becomes ``<root>/etc/x``), services default to a RecordingManager keeping its state in
     ``<root>/var/lib/kaji/services``, and file ownership is not applied (the service users
     usually do not exist on the test machine) unless ``apply_ownership`` says so.
     """
@@ -122,13 +136,9 @@ class Host:
         self.stats = HostStats()
         if services is None:
             if self.is_sandbox:
-                from kaji.host.services import RecordingManager
-
                 services = RecordingManager(self.path("/var/lib/kaji/services"))
             else:
-                from kaji.host.systemd import SystemdManager
-
-                services = SystemdManager(self)
+                services = NoServiceManager()
         self._services = CountingServiceManager(services, self.stats)
 
     def __repr__(self) -> str:
@@ -262,10 +272,14 @@ def host_from_environment(environ: Mapping[str, str] | None = None) -> Host:
     loopback = environ.get(LOOPBACK_ENV, "127.0.0.1")
     hostname = environ.get(HOSTNAME_ENV) or None
     if not root:
-        return Host("/", loopback_address=loopback, hostname=hostname)
+        host = Host("/", loopback_address=loopback, hostname=hostname)
+        host.services = SystemdManager(host)
+        return host
     services: ServiceManager | None = None
     if environ.get(PROCESSES_ENV) == "1":
-        from kaji.host.processes import ProcessManager
-
-        services = ProcessManager(Path(root) / "var/lib/kaji/processes")
+        # Watch a new process for up to a second (less once it listens): a service that
+        # cannot start says why in this hook, not after minutes of health checks.
+        services = processes.ProcessManager(
+            Path(root) / "var/lib/kaji/processes", startup_grace=1.0
+        )
     return Host(root, services, loopback_address=loopback, hostname=hostname)

@@ -269,6 +269,23 @@ class ServiceManager(Protocol):
         ...
 
 
+class NoServiceManager:
+    """The services of a Host built for the real machine without a manager: none to run.
+
+    Every call raises ServiceError; ``host_from_environment`` gives the machine systemd.
+    """
+
+    runs_processes = False
+
+    def _refuse(self, *_: object) -> Any:
+        raise ServiceError(
+            "this Host has no service manager: build it with host_from_environment() "
+            "or pass services="
+        )
+
+    ensure = reload = stop = remove = is_running = list = get = _refuse
+
+
 class StatefulManager:
     """Shared fingerprint bookkeeping: one JSON state file per service in ``state_dir``."""
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePath
+from typing import Any, Protocol
 
+from kaji.host.commands import CommandResult
 from kaji.host.errors import ServiceError
 from kaji.host.services import ServiceSpec, StatefulManager
-
-if TYPE_CHECKING:
-    from kaji.host.root import Host
 
 _SAFE_WORD = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 _C_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "%": "%%"}
@@ -77,6 +75,28 @@ def render_systemd_unit(spec: ServiceSpec) -> str:
     return "\n".join(unit)
 
 
+class UnitHost(Protocol):
+    """What SystemdManager needs of its machine (a ``kaji.host.Host`` is one)."""
+
+    def path(self, machine_path: str | PurePath) -> Path:
+        """The real path of a machine path."""
+        ...
+
+    def write_file(self, path: str | PurePath, content: str | bytes, *, mode: int = ...) -> bool:
+        """Write a machine file unless identical; return whether it changed."""
+        ...
+
+    def remove_file(self, path: str | PurePath) -> bool:
+        """Remove a machine file; return whether it existed."""
+        ...
+
+    def run(
+        self, argv: Sequence[str | os.PathLike[str]], *, timeout: float = ..., check: bool = ...
+    ) -> CommandResult:
+        """Run a command on the machine."""
+        ...
+
+
 class SystemdManager(StatefulManager):
     """Runs services as systemd units.
 
@@ -89,7 +109,7 @@ class SystemdManager(StatefulManager):
 
     def __init__(
         self,
-        host: Host,
+        host: UnitHost,
         *,
         systemctl: str = "systemctl",
         unit_dir: str = "/etc/systemd/system",
