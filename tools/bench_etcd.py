@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the etcd charm's workload: time to a healthy 3-member TLS cluster, and to add one.
 
-Runs Debian's real etcd through ``charms/etcd/src/etcd_workload.py`` on sandboxed machines
+Runs Debian's real etcd through ``charms/etcd/src/kaji_etcd`` on sandboxed machines
 (127.0.1.N, one Host root each), the way the charm builds a cluster: bootstrap one member,
 then add each further member as a learner, start it, let it catch up and promote it. Needs
 root (addresses 127.0.1.N) and etcd/etcdctl on PATH. Writes the results into the ``## etcd``
@@ -13,6 +13,7 @@ section of docs/performance.md (creating the file or the section as needed).
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import os
 import platform
@@ -39,19 +40,43 @@ PERFORMANCE_MD = REPO / "docs" / "performance.md"
 TOKEN = "kaji-etcd-bench"  # noqa: S105 - an etcd cluster token, not a secret
 
 
-def load_workload() -> ModuleType:
-    """The charm's workload module, under a name no other charm's module can clash with."""
-    path = REPO / "charms" / "etcd" / "src" / "etcd_workload.py"
-    spec = importlib.util.spec_from_file_location("kaji_etcd_workload", path)
+def load_charm_package() -> ModuleType:
+    """The charm's ``kaji_etcd`` package (its name clashes with no other charm's modules)."""
+    package = REPO / "charms" / "etcd" / "src" / "kaji_etcd"
+    spec = importlib.util.spec_from_file_location(
+        "kaji_etcd", package / "__init__.py", submodule_search_locations=[str(package)]
+    )
     if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load {path}")
+        raise SystemExit(f"cannot load {package}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
 
-workload = load_workload()
+EtcdError = load_charm_package().EtcdError
+binaries = importlib.import_module("kaji_etcd.binaries")
+literals = importlib.import_module("kaji_etcd.literals")
+EtcdConfig = importlib.import_module("kaji_etcd.config").EtcdConfig
+Member = importlib.import_module("kaji_etcd.member").Member
+
+
+def grow(existing: Any, new: Any, token: str, wait: float = 60) -> list[Any]:
+    """Add ``new`` to ``existing``'s cluster as the charm does across two units.
+
+    The leader's part (``member add --learner``) runs through ``existing``; the new unit's part
+    (start with ``initial-cluster-state=existing``, catch up, promote) through ``new``.
+    """
+    endpoints = [u for m in existing.member_list() for u in m.client_urls]
+    listed = existing.add_learner(new.name, new.peer_url, endpoints)
+    members = {m.name: m.peer_urls[0] for m in listed if m.name and m.peer_urls}
+    new.start_joining(token, members)
+    if not new.promote_self(endpoints, wait=wait):
+        raise EtcdError(f"{new.name} did not catch up within {wait:g}s")
+    record, own = new.join_record(), new.own_id()
+    if record is not None and own is not None:
+        new.write_join_record(record.with_member_id(f"{own:x}"))
+    return existing.member_list([*endpoints, new.client_url])
 
 
 def free_port(addresses: list[str]) -> int:
@@ -74,10 +99,10 @@ def make_member(base: Path, n: int, config: Any, ca: pki.CertificateAuthority) -
     root = base / f"machine-{n}"
     root.mkdir()
     host = Host(root, ProcessManager(root / "var/lib/kaji/processes"))
-    binaries = workload.ensure_binaries(host, config)
-    member = workload.Member(host, config, binaries, f"etcd-{n}", f"127.0.1.{n}")
+    found = binaries.ensure_binaries(host, config)
+    member = Member(host, config, found, f"etcd-{n}", f"127.0.1.{n}")
     identity = expected_member_identity(f"etcd/{n}", f"machine-{n}", [member.address])
-    request = certs.ensure_key_and_csr(host, workload.PKI_DIR, "member", identity)
+    request = certs.ensure_key_and_csr(host, literals.PKI_DIR, "member", identity)
     member.install_certificates(ca.cert_pem, pki.sign_csr(request.csr_pem, ca, pki.Profile.PEER))
     return member
 
@@ -91,7 +116,7 @@ def one_run(base: Path) -> tuple[float, float]:
         peer = free_port(addresses)
     defaults = {
         "version": "3.5.17",
-        "release-mirror": workload.DEFAULT_MIRROR,
+        "release-mirror": literals.DEFAULT_MIRROR,
         "etcd-sha256": "",
         "client-port": client,
         "peer-port": peer,
@@ -102,7 +127,7 @@ def one_run(base: Path) -> tuple[float, float]:
         "auto-compaction-mode": "periodic",
         "auto-compaction-retention": "1h",
     }
-    config = workload.parse_config(defaults)
+    config = EtcdConfig.from_options(defaults)
     ca = pki.create_ca("kaji etcd bench CA")
     members = [make_member(base, n, config, ca) for n in range(1, 5)]
     try:
@@ -112,13 +137,13 @@ def one_run(base: Path) -> tuple[float, float]:
         if not first.wait_healthy(timeout=60):
             raise SystemExit("the first member did not become healthy")
         for member in members[1:3]:
-            workload.grow(first, member, TOKEN)
+            grow(first, member, TOKEN)
         urls = [m.client_url for m in members[:3]]
         if not first.wait_healthy(urls, timeout=60):
             raise SystemExit("the 3-member cluster did not become healthy")
         three = time.monotonic() - start
         start = time.monotonic()
-        workload.grow(first, members[3], TOKEN)
+        grow(first, members[3], TOKEN)
         if not first.wait_healthy([*urls, members[3].client_url], timeout=60):
             raise SystemExit("the 4th member did not become healthy")
         add = time.monotonic() - start

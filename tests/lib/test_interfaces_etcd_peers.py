@@ -154,7 +154,7 @@ def test_peer_unit_validation(key: str, value: object, message: str) -> None:
 
 def test_peer_app_round_trip() -> None:
     data = peer_app()
-    assert data.initial_cluster() == "etcd-0=https://10.0.0.1:2380,etcd-1=https://10.0.0.2:2380"
+    assert data.members == {"etcd-0": "https://10.0.0.1:2380", "etcd-1": "https://10.0.0.2:2380"}
     assert etcd_peers.read_peer_app(data.to_databag()) == data
     ids = dataclasses.replace(data, member_ids={"etcd-0": "1001"}, recorded_only=True)
     bag = ids.to_databag()

@@ -1,8 +1,9 @@
 """The etcd charm's workload module driving Debian's real etcd: a TLS cluster on 127.0.1.N.
 
 Every member is a sandboxed "machine" (its own Host root, a ProcessManager, its own loopback
-address), configured and started by ``charms/etcd/src/etcd_workload.py`` exactly as the charm
-does; the test plays the leader's and the units' parts in one process.
+address), configured and started by ``charms/etcd/src/kaji_etcd`` (``member``, ``binaries``)
+exactly as the charm does; the test plays the leader's and the units' parts in one process
+(:func:`grow`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,30 @@ from kaji.host import CommandError, Host, ProcessManager, ServiceChange
 from kaji.interfaces.etcd import expected_client_identity
 from kaji.interfaces.etcd_peers import expected_member_identity
 
-workload = load_charm_module("etcd", "etcd_workload", "kaji_etcd_workload")
+EtcdError = load_charm_module("etcd", "kaji_etcd").EtcdError
+EtcdConfig = load_charm_module("etcd", "kaji_etcd.config").EtcdConfig
+Member = load_charm_module("etcd", "kaji_etcd.member").Member
+binaries = load_charm_module("etcd", "kaji_etcd.binaries")
+literals = load_charm_module("etcd", "kaji_etcd.literals")
 TOKEN = "kaji-etcd-workload-test"
+
+
+def grow(existing: Any, new: Any, token: str, wait: float = 60) -> list[Any]:
+    """Add ``new`` to the cluster ``existing`` belongs to, as the charm does across two units.
+
+    The leader's part (``member add --learner``) runs through ``existing``; the new unit's part
+    (start with ``initial-cluster-state=existing``, catch up, promote) through ``new``.
+    """
+    endpoints = [u for m in existing.member_list() for u in m.client_urls]
+    listed = existing.add_learner(new.name, new.peer_url, endpoints)
+    members = {m.name: m.peer_urls[0] for m in listed if m.name and m.peer_urls}
+    new.start_joining(token, members)
+    if not new.promote_self(endpoints, wait=wait):
+        raise EtcdError(f"{new.name} did not catch up within {wait:g}s")
+    record, own = new.join_record(), new.own_id()
+    if record is not None and own is not None:
+        new.write_join_record(record.with_member_id(f"{own:x}"))
+    return existing.member_list([*endpoints, new.client_url])
 
 
 def _free_ports(addresses: list[str], count: int) -> list[int]:
@@ -55,10 +78,10 @@ class Lab:
         self.ca = pki.create_ca("kaji etcd workload-test CA")
         addresses = [f"127.0.1.{n}" for n in range(1, count + 1)]
         client, peer = _free_ports(addresses, 2)
-        self.config = workload.parse_config(
+        self.config = EtcdConfig.from_options(
             {
                 "version": "3.5.17",
-                "release-mirror": workload.DEFAULT_MIRROR,
+                "release-mirror": literals.DEFAULT_MIRROR,
                 "etcd-sha256": "",
                 "client-port": client,
                 "peer-port": peer,
@@ -78,11 +101,11 @@ class Lab:
         root = self.base / f"machine-{n}"
         root.mkdir(exist_ok=True)
         host = Host(root, ProcessManager(root / "var/lib/kaji/processes"))
-        binaries = workload.ensure_binaries(host, self.config)
-        assert binaries.live
-        member = workload.Member(host, self.config, binaries, f"etcd-{n}", f"127.0.1.{n}")
+        found = binaries.ensure_binaries(host, self.config)
+        assert found.live
+        member = Member(host, self.config, found, f"etcd-{n}", f"127.0.1.{n}")
         identity = expected_member_identity(f"etcd/{n}", f"machine-{n}", [member.address])
-        request = certs.ensure_key_and_csr(host, workload.PKI_DIR, "member", identity)
+        request = certs.ensure_key_and_csr(host, literals.PKI_DIR, "member", identity)
         member.install_certificates(ca.cert_pem, pki.sign_csr(request.csr_pem, ca, "peer"))
         self.members.append(member)
         return member
@@ -95,7 +118,7 @@ class Lab:
         members = [first]
         for n in range(2, count + 1):
             member = self.machine(n)
-            workload.grow(first, member, TOKEN)
+            grow(first, member, TOKEN)
             members.append(member)
         assert first.wait_healthy([m.client_url for m in members], timeout=30)
         return members
@@ -148,7 +171,7 @@ def test_three_members_form_a_tls_cluster_through_learners(lab: Lab) -> None:
     second.start_joining(TOKEN, {first.name: first.peer_url})
     assert second.promote_self([first.client_url, second.client_url], wait=30)
     third = lab.machine(3)
-    workload.grow(first, third, TOKEN)
+    grow(first, third, TOKEN)
 
     members = first.member_list()
     assert sorted(m.name for m in members) == ["etcd-1", "etcd-2", "etcd-3"]
@@ -170,7 +193,7 @@ def test_three_members_form_a_tls_cluster_through_learners(lab: Lab) -> None:
 def test_settled_members_keep_running_and_restart_on_canonical_settings(lab: Lab) -> None:
     members = lab.cluster(3)
     _put(members[0], "/settled", "yes")
-    pids = {m.name: m.host.services.pid(workload.SERVICE) for m in members}
+    pids = {m.name: m.host.services.pid(literals.SERVICE) for m in members}
     cluster = {m.name: m.peer_urls[0] for m in members[0].member_list()}
     assert cluster == {m.name: m.peer_url for m in members}
     for member in members:
@@ -180,14 +203,14 @@ def test_settled_members_keep_running_and_restart_on_canonical_settings(lab: Lab
         assert member.ensure_running(settled) is ServiceChange.UNCHANGED
     # Rewriting the bootstrap settings restarted nothing; all three now render the same ones,
     # whether they bootstrapped the cluster (etcd-1, "new") or joined it as the second or third.
-    assert {m.name: m.host.services.pid(workload.SERVICE) for m in members} == pids
-    rendered = {m.name: json.loads(m.host.read_text(workload.CONFIG_FILE)) for m in members}
+    assert {m.name: m.host.services.pid(literals.SERVICE) for m in members} == pids
+    rendered = {m.name: json.loads(m.host.read_text(literals.CONFIG_FILE)) for m in members}
     bootstrap = {(c["initial-cluster"], c["initial-cluster-state"]) for c in rendered.values()}
     assert len(bootstrap) == 1
     assert rendered["etcd-1"]["initial-cluster-state"] == "existing"
     # A real change restarts each member onto the canonical settings, which etcd accepts (it
     # ignores them: its WAL exists); the cluster stays whole and keeps its data.
-    changed = workload.parse_config({**_options(lab.config), "heartbeat-interval": 60})
+    changed = EtcdConfig.from_options({**_options(lab.config), "heartbeat-interval": 60})
     restarted = []
     for member in members:
         again = replace(member, config=changed)
@@ -196,7 +219,7 @@ def test_settled_members_keep_running_and_restart_on_canonical_settings(lab: Lab
         restarted.append(again)
         urls = [m.client_url for m in members]
         assert again.wait_healthy(urls, timeout=30), f"{again.name} did not come back"
-    assert all(m.host.services.pid(workload.SERVICE) != pids[m.name] for m in restarted)
+    assert all(m.host.services.pid(literals.SERVICE) != pids[m.name] for m in restarted)
     assert sorted(m.name for m in members[0].member_list()) == ["etcd-1", "etcd-2", "etcd-3"]
     assert _get(restarted[2], "/settled", [restarted[2].client_url]) == "yes"
 
@@ -231,7 +254,7 @@ def test_every_acknowledged_write_survives_add_and_remove(lab: Lab) -> None:
             key, value = f"/writer/{n:06d}", f"value-{n}"
             try:
                 _put(first, key, value, endpoints)
-            except workload.EtcdError as error:
+            except EtcdError as error:
                 failures.append(str(error).splitlines()[-1])
             else:
                 acked[key] = value
@@ -242,7 +265,7 @@ def test_every_acknowledged_write_survives_add_and_remove(lab: Lab) -> None:
     try:
         time.sleep(0.5)
         fourth = lab.machine(4)
-        workload.grow(first, fourth, TOKEN)
+        grow(first, fourth, TOKEN)
         time.sleep(0.5)
         second_id = second.own_id()
         assert second_id is not None
@@ -278,7 +301,7 @@ def test_member_removed_behind_its_back_rejoins_cleanly(lab: Lab) -> None:
     retired = third.retire_data("member-removed")
     assert retired is not None
     assert third.host.exists(f"{retired}/member")
-    workload.grow(first, third, TOKEN)
+    grow(first, third, TOKEN)
     assert third.own_id() != third_id
     assert _get(third, "/kept", [third.client_url]) == "yes"
     urls = [m.client_url for m in (first, second, third)]
@@ -288,7 +311,7 @@ def test_member_removed_behind_its_back_rejoins_cleanly(lab: Lab) -> None:
 def test_clients_need_a_certificate_from_the_etcd_ca(lab: Lab, tmp_path: Path) -> None:
     (first,) = lab.cluster(1)
     etcdctl = first.binaries.etcdctl
-    ca_file = first.path(workload.CA_FILE)
+    ca_file = first.path(literals.CA_FILE)
     base = [etcdctl, f"--endpoints={first.client_url}", f"--cacert={ca_file}"]
     base += ["--dial-timeout=2s", "--command-timeout=3s"]
 
@@ -318,7 +341,7 @@ def test_snapshot_restores_into_a_fresh_cluster(lab: Lab) -> None:
     info = first.snapshot()
     assert info.size > 0
     assert info.revision >= 50
-    assert info.path.startswith(workload.SNAPSHOT_DIR)
+    assert info.path.startswith(literals.SNAPSHOT_DIR)
     snapshot = shutil.copy(first.path(info.path), lab.base / "snapshot.db")
 
     fresh = lab.machine(5)
@@ -327,7 +350,7 @@ def test_snapshot_restores_into_a_fresh_cluster(lab: Lab) -> None:
     assert _keys(fresh, "/data/") == written
     assert [m.name for m in fresh.member_list()] == ["etcd-5"]  # a new cluster, not the old
     sixth = lab.machine(6)
-    workload.grow(fresh, sixth, "kaji-etcd-restored")
+    grow(fresh, sixth, "kaji-etcd-restored")
     assert _keys(sixth, "/data/") == written
 
 
@@ -336,6 +359,6 @@ def test_invalid_snapshot_is_refused_and_data_kept(lab: Lab) -> None:
     _put(first, "/still", "here")
     bogus = lab.base / "bogus.db"
     bogus.write_bytes(b"not a snapshot" * 100)
-    with pytest.raises(workload.EtcdError, match="not a valid snapshot"):
+    with pytest.raises(EtcdError, match="not a valid snapshot"):
         first.restore(str(bogus), "kaji-etcd-other")
     assert _get(first, "/still") == "here"

@@ -271,10 +271,6 @@ class EtcdPeerApp:
         """The member certificate issued to `unit_name`, if any."""
         return self.certificates.get(unit_name)
 
-    def initial_cluster(self) -> str:
-        """The members as etcd's ``--initial-cluster`` value (``name=url,...``, sorted)."""
-        return ",".join(f"{name}={url}" for name, url in sorted(self.members.items()))
-
     def to_databag(self) -> dict[str, str]:
         """Encode for the etcd application peer databag (leader only)."""
         return encode(

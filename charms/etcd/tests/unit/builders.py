@@ -1,4 +1,4 @@
-"""Helpers for the etcd charm's unit tests: peer units, CA data, an in-memory etcd."""
+"""Shared builders for the etcd charm's unit tests: peer units, CA data, an in-memory etcd."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import etcd_workload as workload
 import pytest
+from kaji_etcd import EtcdError, binaries
+from kaji_etcd.binaries import Binaries
+from kaji_etcd.literals import CA_SECRET_LABEL, DATA_DIR
+from kaji_etcd.member import JoinRecord, Member
+from kaji_etcd.membership import MemberInfo
 from ops import testing
 
-from charm import CA_SECRET_LABEL
 from kaji import pki
 from kaji.interfaces.etcd import expected_client_identity
 from kaji.interfaces.etcd_peers import EtcdPeerApp, EtcdPeerUnit, expected_member_identity
@@ -110,10 +113,10 @@ def decoded(bag: dict[str, str]) -> dict[str, Any]:
 
 
 class FakeEtcd:
-    """An in-memory etcd cluster driven through workload.Member's methods."""
+    """An in-memory etcd cluster driven through Member's methods."""
 
     def __init__(self) -> None:
-        self.members: dict[int, workload.MemberInfo] = {}
+        self.members: dict[int, MemberInfo] = {}
         self.unhealthy: set[int] = set()
         self.leader: int | None = None
         self.next_id = 0x1000
@@ -123,7 +126,7 @@ class FakeEtcd:
 
     def add(self, name: str, address: str, learner: bool = False, started: bool = True) -> int:
         self.next_id += 1
-        self.members[self.next_id] = workload.MemberInfo(
+        self.members[self.next_id] = MemberInfo(
             id=self.next_id,
             name=name if started else "",
             peer_urls=(f"https://{address}:2380",),
@@ -134,67 +137,65 @@ class FakeEtcd:
             self.leader = self.next_id
         return self.next_id
 
-    def by_name(self, name: str) -> workload.MemberInfo:
+    def by_name(self, name: str) -> MemberInfo:
         return next(m for m in self.members.values() if m.name == name)
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         fake = self
-        real_ensure_running = workload.Member.ensure_running
+        real_ensure_running = Member.ensure_running
 
-        def ensure_binaries(host: Any, config: Any, resource: Any = None) -> workload.Binaries:
-            return workload.Binaries("/usr/bin/etcd", "/usr/bin/etcdctl", live=True)
+        def ensure_binaries(host: Any, config: Any, resource: Any = None) -> Binaries:
+            return Binaries("/usr/bin/etcd", "/usr/bin/etcdctl", live=True)
 
         def check() -> None:
             if not fake.reachable:
-                raise workload.EtcdError("context deadline exceeded")
+                raise EtcdError("context deadline exceeded")
 
-        def member_list(self: workload.Member, endpoints: Any = None) -> list[Any]:
+        def member_list(self: Member, endpoints: Any = None) -> list[Any]:
             check()
             fake.calls.append(("member-list",))
             return sorted(fake.members.values(), key=lambda m: m.id)
 
-        def add_learner(self: workload.Member, name: str, peer_url: str, endpoints: Any = None):
+        def add_learner(self: Member, name: str, peer_url: str, endpoints: Any = None):
             check()
             fake.calls.append(("add", name, peer_url))
             address = peer_url.split("//")[1].rsplit(":", 1)[0]
             fake.add(name, address, learner=True, started=False)
             return member_list(self)
 
-        def promote(self: workload.Member, member_id: int, endpoints: Any = None) -> None:
+        def promote(self: Member, member_id: int, endpoints: Any = None) -> None:
             check()
             if not fake.promotable:
-                raise workload.EtcdError("can only promote a learner member which is in sync")
+                raise EtcdError("can only promote a learner member which is in sync")
             fake.calls.append(("promote", f"{member_id:x}"))
             m = fake.members[member_id]
-            fake.members[member_id] = workload.MemberInfo(
-                m.id, m.name, m.peer_urls, m.client_urls, False
-            )
+            fake.members[member_id] = MemberInfo(m.id, m.name, m.peer_urls, m.client_urls, False)
 
-        def remove_member(self: workload.Member, member_id: int, endpoints: Any = None) -> None:
+        def remove_member(self: Member, member_id: int, endpoints: Any = None) -> None:
             check()
             fake.calls.append(("remove", f"{member_id:x}"))
             del fake.members[member_id]
 
-        def endpoint_health(self: workload.Member, endpoints: Any) -> dict[str, bool]:
+        def endpoint_health(self: Member, endpoints: Any) -> dict[str, bool]:
             check()
             bad = {
                 u for i in fake.unhealthy if i in fake.members for u in fake.members[i].client_urls
             }
             return {e: e not in bad for e in endpoints}
 
-        def own_id(self: workload.Member) -> int | None:
+        def own_id(self: Member) -> int | None:
             return next(
                 (m.id for m in fake.members.values() if self.peer_url in m.peer_urls), None
             )
 
-        def leader_id(self: workload.Member, endpoints: Any) -> int | None:
+        def leader_id(self: Member, endpoints: Any) -> int | None:
             return fake.leader
 
-        def ensure_running(self: workload.Member, record: workload.JoinRecord):
+        def ensure_running(self: Member, record: JoinRecord):
             change = real_ensure_running(self, record)
             for m in list(fake.members.values()):
                 if self.peer_url in m.peer_urls and not m.started:
-                    fake.members[m.id] = workload.MemberInfo(
+                    fake.members[m.id] = MemberInfo(
                         m.id, self.name, m.peer_urls, (self.client_url,), m.is_learner
                     )
             if not fake.members and record.state == "new":
@@ -203,9 +204,9 @@ class FakeEtcd:
                 make_wal(self)  # a started member has made its data directory
             return change
 
-        monkeypatch.setattr(workload, "ensure_binaries", ensure_binaries)
+        monkeypatch.setattr(binaries, "ensure_binaries", ensure_binaries)
         find = lambda host: ensure_binaries(host, None)  # noqa: E731
-        monkeypatch.setattr(workload, "find_binaries", find, raising=False)
+        monkeypatch.setattr(binaries, "find_binaries", find)
         for name, fn in {
             "member_list": member_list,
             "add_learner": add_learner,
@@ -216,12 +217,12 @@ class FakeEtcd:
             "leader_id": leader_id,
             "ensure_running": ensure_running,
         }.items():
-            monkeypatch.setattr(workload.Member, name, fn)
+            monkeypatch.setattr(Member, name, fn)
 
 
-def make_wal(member: workload.Member) -> None:
+def make_wal(member: Member) -> None:
     """What etcd does when it first starts: a WAL in ``<data-dir>/member/wal``."""
-    wal = member.host.path(f"{workload.DATA_DIR}/member/wal")
+    wal = member.host.path(f"{DATA_DIR}/member/wal")
     wal.mkdir(parents=True, exist_ok=True)
     (wal / "0000000000000000-0000000000000000.wal").touch()
 
@@ -251,14 +252,14 @@ def own_csr(state: testing.State) -> str:
     return json.loads(state.get_relations("cluster")[0].local_unit_data["peer-csr"])
 
 
-def _by_peer(self: FakeEtcd, url: str) -> workload.MemberInfo:
+def _by_peer(self: FakeEtcd, url: str) -> MemberInfo:
     return next(m for m in self.members.values() if url in m.peer_urls)
 
 
 def _start(self: FakeEtcd, peer_url: str, name: str, promote: bool) -> None:
     m = self.by_peer(peer_url)
     client = peer_url.replace(":2380", ":2379")
-    self.members[m.id] = workload.MemberInfo(
+    self.members[m.id] = MemberInfo(
         m.id, name, m.peer_urls, (client,), m.is_learner and not promote
     )
 

@@ -1,4 +1,4 @@
-"""Fixtures for the etcd charm's unit tests: a sandbox host, a CA, a fake live etcd."""
+"""Fixtures for the etcd charm's unit tests: a sandbox machine, a CA, a fake live etcd."""
 
 from __future__ import annotations
 
@@ -6,24 +6,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import etcd_workload as workload
 import pytest
-from etcd_testlib import FakeEtcd
+from builders import FakeEtcd
+from kaji_etcd import EtcdError
+from kaji_etcd.member import Member
 from ops import testing
 
 from charm import EtcdCharm
 from kaji import pki
 
+pytest_plugins = ["kaji.testing"]
+
 
 @pytest.fixture(autouse=True)
-def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test's charm works on a sandbox root; etcd is only recorded unless a test fakes it."""
-    root = tmp_path / "machine"
-    root.mkdir()
-    monkeypatch.setenv("KAJI_HOST_ROOT", str(root))
-    monkeypatch.setenv("KAJI_HOST_HOSTNAME", "machine-0")
-    monkeypatch.delenv("KAJI_HOST_PROCESSES", raising=False)
-    return root
+def sandbox(sandbox_machine: Path) -> Path:
+    """Every test's charm works on a sandbox machine; etcd is only recorded unless faked."""
+    return sandbox_machine
 
 
 @pytest.fixture
@@ -49,17 +47,17 @@ def fake_etcdctl(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
     """etcdctl's snapshot and defrag commands, recorded; `snapshot save` writes a file."""
     calls: list[tuple[str, ...]] = []
 
-    def etcdctl(self: workload.Member, *args: str, endpoints: Any = None, **_: Any) -> str:
+    def etcdctl(self: Member, *args: str, endpoints: Any = None, **_: Any) -> str:
         calls.append((*args, *(endpoints or ())))
         if args[:2] == ("snapshot", "save"):
             Path(args[2]).write_bytes(b"snapshot-bytes")
         return "Finished defragmenting etcd member[https://192.0.2.0:2379]\n"
 
-    def status(self: workload.Member, real_path: str) -> dict[str, int]:
+    def status(self: Member, real_path: str) -> dict[str, int]:
         if not Path(real_path).is_file() or Path(real_path).read_bytes() != b"snapshot-bytes":
-            raise workload.EtcdError("not a valid snapshot: bad hash")
+            raise EtcdError("not a valid snapshot: bad hash")
         return {"hash": 1, "revision": 42, "totalKey": 7, "totalSize": 14}
 
-    monkeypatch.setattr(workload.Member, "etcdctl", etcdctl)
-    monkeypatch.setattr(workload.Member, "snapshot_status", status)
+    monkeypatch.setattr(Member, "etcdctl", etcdctl)
+    monkeypatch.setattr(Member, "snapshot_status", status)
     return calls

@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import etcd_workload as workload
 import pytest
-from etcd_testlib import (
+from builders import (
     ADDRESS,
     FakeEtcd,
     app_bag,
@@ -18,6 +17,7 @@ from etcd_testlib import (
     peer_units,
     unit_context,
 )
+from kaji_etcd.member import JoinRecord, Member
 from ops import testing
 
 from kaji import pki
@@ -125,17 +125,17 @@ def test_restore_rebuilds_the_cluster_from_the_leader(
 ) -> None:
     restored: list[tuple[str, str]] = []
 
-    def restore(self: workload.Member, path: str, token: str) -> workload.JoinRecord:
+    def restore(self: Member, path: str, token: str) -> JoinRecord:
         restored.append((path, token))
         fake_etcd.members = {}
         fake_etcd.leader = None
         fake_etcd.add(self.name, self.address)
-        record = workload.JoinRecord(token, f"{self.name}={self.peer_url}", "existing")
+        record = JoinRecord(token, f"{self.name}={self.peer_url}", "existing")
         self.write_join_record(record)
         return record
 
-    monkeypatch.setattr(workload.Member, "restore", restore)
-    monkeypatch.setattr(workload.Member, "wait_healthy", lambda self, *a, **k: True)
+    monkeypatch.setattr(Member, "restore", restore)
+    monkeypatch.setattr(Member, "wait_healthy", lambda self, *a, **k: True)
     (sandbox / "srv").mkdir()
     (sandbox / "srv/snap.db").write_bytes(b"snapshot-bytes")
     before = decoded(peer_app(running))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from etcd_testlib import (
+from builders import (
     ADDRESS,
     FakeEtcd,
     app_bag,
@@ -29,6 +29,7 @@ from etcd_testlib import (
     secret_contents,
     unit_context,
 )
+from kaji_etcd.member import JoinRecord, Member
 from ops import testing
 
 from kaji import pki
@@ -236,17 +237,16 @@ def test_restore_changes_only_what_it_restores(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Its job is the leader's data and the peer membership: not clients, not certificates."""
-    import etcd_workload as workload
 
-    def restore(self: workload.Member, path: str, token: str) -> workload.JoinRecord:
+    def restore(self: Member, path: str, token: str) -> JoinRecord:
         live.members, live.leader = {}, None
         live.add(self.name, self.address)
-        record = workload.JoinRecord(token, f"{self.name}={self.peer_url}", "existing")
+        record = JoinRecord(token, f"{self.name}={self.peer_url}", "existing")
         self.write_join_record(record)
         return record
 
-    monkeypatch.setattr(workload.Member, "restore", restore)
-    monkeypatch.setattr(workload.Member, "wait_healthy", lambda self, *a, **k: True)
+    monkeypatch.setattr(Member, "restore", restore)
+    monkeypatch.setattr(Member, "wait_healthy", lambda self, *a, **k: True)
     state = _leader(ctx, ca)
     (sandbox / "srv").mkdir()
     (sandbox / "srv/snap.db").write_bytes(b"snapshot-bytes")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import etcd_workload as workload
 import pytest
-from etcd_testlib import ADDRESS, ca_secret, decoded, peer_app
+from builders import ADDRESS, ca_secret, decoded, peer_app
+from kaji_etcd.literals import CA_SECRET_LABEL, CONFIG_DIGEST_ENV
+from kaji_etcd.member import JoinRecord, Member
 from ops import testing
 
-from charm import CA_SECRET_LABEL
 from kaji import pki
 
 
@@ -22,13 +22,13 @@ def test_first_leader_creates_ca_signs_itself_and_bootstraps(
     ctx: testing.Context, sandbox: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started_with: list[tuple[str, str]] = []
-    real_ensure_running = workload.Member.ensure_running
+    real_ensure_running = Member.ensure_running
 
-    def ensure_running(self: workload.Member, record: workload.JoinRecord):
+    def ensure_running(self: Member, record: JoinRecord):
         started_with.append((record.state, record.initial_cluster))
         return real_ensure_running(self, record)
 
-    monkeypatch.setattr(workload.Member, "ensure_running", ensure_running)
+    monkeypatch.setattr(Member, "ensure_running", ensure_running)
     state = ctx.run(ctx.on.install(), _leader_state())
 
     secret = next(s for s in state.secrets if s.label == CA_SECRET_LABEL)
@@ -113,7 +113,7 @@ def test_without_peer_relation_waits(ctx: testing.Context) -> None:
 def test_config_change_restarts_with_new_settings(ctx: testing.Context, sandbox: Path) -> None:
     state = ctx.run(ctx.on.install(), _leader_state())
     service = json.loads((sandbox / "var/lib/kaji/services/etcd.json").read_text())
-    first_digest = service["spec"]["environment"][workload.CONFIG_DIGEST_ENV]
+    first_digest = service["spec"]["environment"][CONFIG_DIGEST_ENV]
     state = ctx.run(
         ctx.on.config_changed(),
         testing.State(
@@ -127,14 +127,14 @@ def test_config_change_restarts_with_new_settings(ctx: testing.Context, sandbox:
     assert (config["heartbeat-interval"], config["election-timeout"]) == (200, 2000)
     record = json.loads((sandbox / "var/lib/kaji/services/etcd.json").read_text())
     assert record["restarts"] == 1
-    assert record["spec"]["environment"][workload.CONFIG_DIGEST_ENV] != first_digest
+    assert record["spec"]["environment"][CONFIG_DIGEST_ENV] != first_digest
     assert config["initial-cluster-state"] == "existing"  # settled: the member has started
 
 
 def test_new_leader_keeps_the_cluster_it_inherits(
     ca: pki.CertificateAuthority, sandbox: Path
 ) -> None:
-    from etcd_testlib import app_bag, own_csr, peer_relation, peer_units, unit_context
+    from builders import app_bag, own_csr, peer_relation, peer_units, unit_context
 
     ctx = unit_context(1)
     old_leader = peer_units(0)[0]

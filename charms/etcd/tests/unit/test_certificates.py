@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from etcd_testlib import (
+from builders import (
     ADDRESS,
     PeerUnit,
     app_bag,

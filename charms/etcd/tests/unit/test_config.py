@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import etcd_workload as workload
 import pytest
-from etcd_testlib import DEFAULT_CONFIG
+from builders import DEFAULT_CONFIG
+from kaji_etcd.config import EtcdConfig, parse_size
 from ops import testing
+
+from kaji.config import ConfigError
 
 INVALID = [
     ({"election-timeout": 400}, "election-timeout", "at least 5x heartbeat-interval (500 ms)"),
@@ -34,8 +36,8 @@ INVALID = [
 
 @pytest.mark.parametrize(("change", "option", "reason"), INVALID)
 def test_invalid_option_is_named(change: dict, option: str, reason: str) -> None:
-    with pytest.raises(workload.ConfigError) as caught:
-        workload.parse_config({**DEFAULT_CONFIG, **change})
+    with pytest.raises(ConfigError) as caught:
+        EtcdConfig.from_options({**DEFAULT_CONFIG, **change})
     assert caught.value.option == option
     assert reason in caught.value.reason
 
@@ -85,7 +87,7 @@ def test_invalid_change_leaves_a_running_member_as_it_was(
      ("1.5G", int(1.5 * 1024**3)), ("0", 0)],
 )  # fmt: skip
 def test_parse_size(text: str, size: int) -> None:
-    assert workload.parse_size(text) == size
+    assert parse_size(text) == size
 
 
 def test_config_reaches_etcd(ctx: testing.Context, sandbox: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import yaml
+from kaji_etcd.config import EtcdConfig
 
 CHARM_ROOT = pathlib.Path(__file__).parents[2]
 META = yaml.safe_load((CHARM_ROOT / "charmcraft.yaml").read_text())
@@ -17,10 +18,9 @@ def test_endpoints_are_the_relation_contract() -> None:
 
 
 def test_every_option_default_is_valid() -> None:
-    import etcd_workload as workload
 
     defaults = {k: v["default"] for k, v in META["config"]["options"].items()}
-    config = workload.parse_config(defaults)
+    config = EtcdConfig.from_options(defaults)
     assert (config.client_port, config.peer_port) == (2379, 2380)
     assert config.quota_backend_bytes == 2 * 1024**3
 

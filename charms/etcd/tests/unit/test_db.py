@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from etcd_testlib import (
+from builders import (
     ADDRESS,
     FakeEtcd,
     app_bag,
@@ -130,7 +130,7 @@ def test_only_healthy_members_are_published(
 
 
 def test_non_leader_writes_nothing_to_clients(ca: pki.CertificateAuthority) -> None:
-    from etcd_testlib import unit_context
+    from builders import unit_context
 
     ctx = unit_context(1)
     db = _db({0: client_csr("control-plane/0")})

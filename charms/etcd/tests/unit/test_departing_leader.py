@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from etcd_testlib import FakeEtcd, client_csr, unit_context
+from builders import FakeEtcd, client_csr, unit_context
 from ops import testing
 from scenario import _runtime
 

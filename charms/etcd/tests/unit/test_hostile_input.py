@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import etcd_workload as workload
 import pytest
-from etcd_testlib import (
+from builders import (
     ADDRESS,
     DEFAULT_CONFIG,
     app_bag,
@@ -38,10 +37,12 @@ from etcd_testlib import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kaji_etcd.config import EtcdConfig
 from ops import testing
 
 from charm import EtcdCharm
 from kaji import pki
+from kaji.config import ConfigError
 from kaji.interfaces import RelationDataError, juju_addresses
 from kaji.interfaces.etcd import read_requirer_unit
 from kaji.interfaces.etcd_peers import read_peer_unit
@@ -472,9 +473,9 @@ def test_hostile_config(leader: Settled, changes: list[tuple[str, Any]]) -> None
     ctx = leader.ctx_for()
     out = ctx.run(ctx.on.config_changed(), state)
     try:
-        workload.parse_config({**DEFAULT_CONFIG, **config})
-        refused: workload.ConfigError | None = None
-    except workload.ConfigError as error:
+        EtcdConfig.from_options({**DEFAULT_CONFIG, **config})
+        refused: ConfigError | None = None
+    except ConfigError as error:
         refused = error
     if refused is None:
         assert out.unit_status.name in ("active", "waiting", "blocked", "maintenance")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from etcd_testlib import (
+from builders import (
     ADDRESS,
     FakeEtcd,
     app_bag,
@@ -18,9 +18,9 @@ from etcd_testlib import (
     peer_units,
     unit_context,
 )
+from kaji_etcd import literals
 from ops import testing
 
-import charm
 from kaji import pki
 
 
@@ -182,7 +182,7 @@ def test_joining_unit_promotes_itself_and_says_so(
 def test_learner_that_cannot_catch_up_waits(
     ca: pki.CertificateAuthority, fake_etcd: FakeEtcd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(charm, "PROMOTE_WAIT", 0)
+    monkeypatch.setattr(literals, "PROMOTE_WAIT", 0)
     fake_etcd.promotable = False
     ctx = unit_context(1)
     fake_etcd.add("etcd-0", "10.0.0.10")

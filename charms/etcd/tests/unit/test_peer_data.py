@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from etcd_testlib import (
+from builders import (
     ADDRESS,
     PeerUnit,
     app_bag,

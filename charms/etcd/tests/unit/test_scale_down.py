@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import etcd_workload as workload
 import pytest
-from etcd_testlib import (
+from builders import (
     ADDRESS,
     FakeEtcd,
     app_bag,
@@ -19,13 +18,14 @@ from etcd_testlib import (
     peer_units,
     unit_context,
 )
+from kaji_etcd.membership import MemberInfo, removal_blocker
 from ops import testing
 
 from kaji import pki
 
 
-def _member(n: int, learner: bool = False) -> workload.MemberInfo:
-    return workload.MemberInfo(n, f"etcd-{n}", (f"https://h{n}:2380",), (), learner)
+def _member(n: int, learner: bool = False) -> MemberInfo:
+    return MemberInfo(n, f"etcd-{n}", (f"https://h{n}:2380",), (), learner)
 
 
 @pytest.mark.parametrize(
@@ -43,14 +43,14 @@ def _member(n: int, learner: bool = False) -> workload.MemberInfo:
 )
 def test_removal_blocker(voters: int, healthy: set[int], target: int, refused: bool) -> None:
     members = [_member(n) for n in range(voters)]
-    assert (workload.removal_blocker(members, healthy, target) is not None) is refused
+    assert (removal_blocker(members, healthy, target) is not None) is refused
 
 
 def test_learners_do_not_count_towards_quorum() -> None:
     members = [_member(0), _member(1), _member(2, learner=True)]
-    assert workload.removal_blocker(members, {0, 1, 2}, 1) is None
-    assert workload.removal_blocker(members, {0, 2}, 0) is not None
-    assert workload.removal_blocker(members, {0}, 2) is None  # removing a learner is always ok
+    assert removal_blocker(members, {0, 1, 2}, 1) is None
+    assert removal_blocker(members, {0, 2}, 0) is not None
+    assert removal_blocker(members, {0}, 2) is None  # removing a learner is always ok
 
 
 # --- the leader removes departed units ------------------------------------------------------

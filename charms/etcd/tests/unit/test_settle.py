@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import etcd_workload as workload
 import pytest
-from etcd_testlib import (
+from builders import (
     ADDRESS,
     DEFAULT_CONFIG,
     FakeEtcd,
@@ -19,6 +18,17 @@ from etcd_testlib import (
     peer_units,
     unit_context,
 )
+from kaji_etcd import literals
+from kaji_etcd.binaries import Binaries
+from kaji_etcd.config import EtcdConfig
+from kaji_etcd.literals import (
+    BOOTSTRAP_KEYS,
+    CA_FILE,
+    CONFIG_DIGEST_ENV,
+    DATA_DIR,
+    SERVICE,
+)
+from kaji_etcd.member import JoinRecord, Member
 from ops import testing
 
 from kaji import pki
@@ -41,14 +51,14 @@ def _service(root: Path) -> dict[str, object]:
 # --- the workload: Member.settle and the restart digest -----------------------------------------
 
 
-def _member(root: Path, *, live: bool, **options: object) -> workload.Member:
+def _member(root: Path, *, live: bool, **options: object) -> Member:
     host = Host(root, RecordingManager(root / "var/lib/kaji/services"))
-    config = workload.parse_config({**DEFAULT_CONFIG, **options})
-    binaries = workload.Binaries("/usr/bin/etcd", "/usr/bin/etcdctl", live=live)
-    return workload.Member(host, config, binaries, "etcd-1", "10.0.0.11")
+    config = EtcdConfig.from_options({**DEFAULT_CONFIG, **options})
+    binaries = Binaries("/usr/bin/etcd", "/usr/bin/etcdctl", live=live)
+    return Member(host, config, binaries, "etcd-1", "10.0.0.11")
 
 
-def _joined(member: workload.Member) -> workload.JoinRecord:
+def _joined(member: Member) -> JoinRecord:
     """etcd-1 started as the second member of a two-member cluster."""
     record = member.start_joining("kaji-etcd-t", {"etcd-0": URLS[0]})
     assert record.initial_cluster == f"etcd-0={URLS[0]},etcd-1={URLS[1]}"
@@ -59,7 +69,7 @@ def test_settling_rewrites_bootstrap_keys_without_a_restart(tmp_path: Path) -> N
     member = _member(tmp_path, live=True)
     _joined(member)
     make_wal(member)
-    spec_before = member.host.services.get(workload.SERVICE)
+    spec_before = member.host.services.get(SERVICE)
 
     settled = member.settle({"etcd-2": URLS[2], "etcd-0": URLS[0], "etcd-1": URLS[1]})
 
@@ -71,7 +81,7 @@ def test_settling_rewrites_bootstrap_keys_without_a_restart(tmp_path: Path) -> N
     assert member.join_record() == settled
     # The restart decision ignores the bootstrap keys: ensuring the service changes nothing.
     assert member.ensure_running(settled) is ServiceChange.UNCHANGED
-    assert member.host.services.get(workload.SERVICE) == spec_before
+    assert member.host.services.get(SERVICE) == spec_before
     state = _service(tmp_path)
     assert (state["starts"], state.get("restarts", 0)) == (1, 0)
 
@@ -87,7 +97,7 @@ def test_real_config_change_still_restarts(tmp_path: Path) -> None:
     assert _service(tmp_path)["restarts"] == 1
 
 
-def _joined_and_settled(root: Path) -> workload.Member:
+def _joined_and_settled(root: Path) -> Member:
     member = _member(root, live=True)
     _joined(member)
     make_wal(member)
@@ -126,13 +136,13 @@ def test_restart_digest_ignores_sandbox_root_and_config_file_is_not_watched(
     first, second = _member(tmp_path / "a", live=True), _member(tmp_path / "b", live=True)
     assert first.config_digest() == second.config_digest()
     spec = first.service_spec()
-    assert spec.env[workload.CONFIG_DIGEST_ENV] == first.config_digest()
-    assert first.path(workload.CONFIG_FILE) not in spec.watched_files
-    assert first.path(workload.CA_FILE) in spec.watched_files
+    assert spec.env[CONFIG_DIGEST_ENV] == first.config_digest()
+    assert first.path(literals.CONFIG_FILE) not in spec.watched_files
+    assert first.path(CA_FILE) in spec.watched_files
     settings = first.runtime_settings()
-    assert not set(workload.BOOTSTRAP_KEYS) & set(settings)
-    assert settings["data-dir"] == first.path(workload.DATA_DIR)
-    assert first.runtime_settings(machine_paths=True)["data-dir"] == workload.DATA_DIR
+    assert not set(BOOTSTRAP_KEYS) & set(settings)
+    assert settings["data-dir"] == first.path(DATA_DIR)
+    assert first.runtime_settings(machine_paths=True)["data-dir"] == DATA_DIR
 
 
 # --- the charm: a joined unit settles; join order does not show ---------------------------------
@@ -292,9 +302,7 @@ def test_learner_keeps_its_join_settings(
     fake_etcd: FakeEtcd,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import charm
-
-    monkeypatch.setattr(charm, "PROMOTE_WAIT", 0)
+    monkeypatch.setattr(literals, "PROMOTE_WAIT", 0)
     fake_etcd.promotable = False
     fake_etcd.add("etcd-0", "10.0.0.10")
     fake_etcd.add("etcd-1", ADDRESS, learner=True, started=False)

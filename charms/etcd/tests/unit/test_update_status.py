@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from etcd_testlib import ADDRESS, FakeEtcd, app_bag, ca_secret, peer_relation, peer_units
+from builders import ADDRESS, FakeEtcd, app_bag, ca_secret, peer_relation, peer_units
+from kaji_etcd import literals
+from kaji_etcd.literals import CA_SECRET_LABEL
 from ops import testing
 
-from charm import CA_SECRET_LABEL
 from kaji import pki
 
 CHARM = Path(__file__).parents[2]
@@ -100,7 +101,7 @@ def test_full_reconcile_is_forced_after_the_interval_then_cheap_again(
     )
     record_path = sandbox / "var/lib/kaji/etcd/reconciled.json"
     record = json.loads(record_path.read_text())
-    record["at"] -= charm.FULL_RECONCILE_INTERVAL + 10
+    record["at"] -= literals.FULL_RECONCILE_INTERVAL + 10
     record_path.write_text(json.dumps(record))
     calls: list[str] = []
     original = charm.EtcdCharm.reconcile
@@ -119,7 +120,7 @@ def test_full_reconcile_is_forced_after_the_interval_then_cheap_again(
 def test_update_status_reconciles_when_relation_data_changed(
     ctx: testing.Context, sandbox: Path
 ) -> None:
-    from etcd_testlib import client_csr
+    from builders import client_csr
 
     state = ctx.run(
         ctx.on.install(),
@@ -171,14 +172,10 @@ def test_stopped_etcd_makes_update_status_reconcile(ctx: testing.Context, sandbo
 
 
 def test_record_and_marker_live_in_the_workload_data_root() -> None:
-    """charm.py spells the paths out (its workload module loads lazily); they must agree."""
-    import etcd_workload
-
-    import charm
-
-    assert f"{etcd_workload.DATA_ROOT}/reconciled.json" == charm.RECONCILED_FILE
-    assert f"{etcd_workload.DATA_ROOT}/departed" == charm.DEPARTED_MARKER
-    assert f"{etcd_workload.DATA_ROOT}/leaving" == charm.LEAVING_MARKER
+    """The reconcile record and the leaving markers live beside the member's data."""
+    assert f"{literals.DATA_ROOT}/reconciled.json" == literals.RECONCILED_FILE
+    assert f"{literals.DATA_ROOT}/departed" == literals.DEPARTED_MARKER
+    assert f"{literals.DATA_ROOT}/leaving" == literals.LEAVING_MARKER
 
 
 def test_live_settled_update_status_asks_etcd_but_reads_no_relation_data(
