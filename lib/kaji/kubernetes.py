@@ -79,9 +79,17 @@ _VERSION = re.compile(r"v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 _FLAG_NAME = re.compile(r"[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*")
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# The registry part of an image reference, after the distribution/reference grammar: a domain
+# (its components may hold upper case), an optional port, then lowercase path components.
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REGISTRY = re.compile(
-    r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+    rf"(?P<host>{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*)(?::(?P<port>[0-9]{{1,5}}))?"
+    rf"(?:/{_PATH_COMPONENT})*"
 )
+#: Longest registry prefix accepted: every image name under it (``<registry>/coredns/coredns``)
+#: stays within the 255 characters the image reference grammar allows for a name.
+MAX_IMAGE_REGISTRY_LENGTH = 200
 
 
 class UnsupportedVersionError(ValueError):
@@ -550,11 +558,30 @@ def api_url(address: str, port: int = APISERVER_PORT) -> str:
 def check_image_registry(registry: str) -> str:
     """Check a registry prefix ``host[:port][/path]`` (no scheme, no trailing slash).
 
+    The one definition of a valid registry: the control plane's ``image-registry`` option and
+    the kube-control contract (``kaji.interfaces.kube_control``) both use it. The form is the
+    registry part of an image reference (distribution/reference grammar): the host's DNS
+    components may hold upper case (DNS is case-insensitive), the path must be lowercase, the
+    port is 1-65535, and the whole is at most ``MAX_IMAGE_REGISTRY_LENGTH`` characters.
+
     Raises:
         ValueError: not of that form.
     """
-    if not isinstance(registry, str) or not _REGISTRY.fullmatch(registry):
+    if not isinstance(registry, str):
         raise ValueError(f"{registry!r} is not a registry like registry.k8s.io or host:5000/path")
+    if len(registry) > MAX_IMAGE_REGISTRY_LENGTH:
+        raise ValueError(
+            f"{registry[:60]!r}... is not a registry: over {MAX_IMAGE_REGISTRY_LENGTH} characters"
+        )
+    match = _REGISTRY.fullmatch(registry)
+    if match is None:
+        raise ValueError(
+            f"{registry[:100]!r} is not a registry like registry.k8s.io or host:5000/path"
+            " (no scheme, no trailing slash, lowercase path)"
+        )
+    port = match.group("port")
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ValueError(f"{registry[:100]!r} is not a registry: port {port} is out of range")
     return registry
 
 

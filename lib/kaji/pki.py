@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kaji import clock
+
 MAX_PEM_BYTES = 16 * 1024
 """Largest PEM text any function here accepts."""
 
@@ -195,7 +197,7 @@ def _load_private_key(key_pem: str) -> ec.EllipticCurvePrivateKey:
 
 def _utc(now: datetime | None) -> datetime:
     if now is None:
-        return datetime.now(timezone.utc)
+        return clock.now()  # the machine's clock, or the offline model's
     if now.tzinfo is None:
         return now.replace(tzinfo=timezone.utc)
     return now.astimezone(timezone.utc)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ipaddress
 import json
 
 import pytest
@@ -93,6 +94,39 @@ def test_peer_unit_round_trip() -> None:
     assert cpp.read_peer_unit(subset.to_databag()) == subset
 
 
+@pytest.mark.parametrize(
+    ("public", "san"),
+    [("203.0.113.7", "ip"), ("cp-0.example.com", "dns"), ("2001:db8::0:7", "ip")],
+)
+def test_public_address_is_an_apiserver_san(public: str, san: str) -> None:
+    expected = cpp.expected_apiserver_identity(
+        HOST, ADDRESSES, "10.152.183.1", "cluster.local", public_address=public
+    )
+    if san == "ip":
+        assert ipaddress.ip_address(public).compressed in expected.ip_addresses
+    else:
+        assert public in expected.dns_names
+    data = cpp.ControlPlanePeerUnit(
+        HOST, ADDRESSES, {cpp.APISERVER: csr_for(expected)}, public_address=public
+    )
+    bag = data.to_databag()
+    assert "public-address" in bag
+    assert cpp.read_peer_unit(bag) == data
+    # A CSR that leaves the public address out does not match the unit's own claim.
+    with pytest.raises(RelationDataError, match="public address"):
+        cpp.read_peer_unit({**peer_unit().to_databag(), "public-address": json.dumps(public)})
+
+
+@pytest.mark.parametrize("bad", ["https://lb.example.com", "Not_A_Name", "", "1.2.3.4:6443"])
+def test_public_address_must_be_an_ip_or_a_name(bad: str) -> None:
+    with pytest.raises(RelationDataError, match="public-address"):
+        cpp.expected_apiserver_identity(
+            HOST, ADDRESSES, "10.152.183.1", "cluster.local", public_address=bad
+        )
+    with pytest.raises(RelationDataError, match="public-address"):
+        cpp.read_peer_unit({**peer_unit().to_databag(), "public-address": json.dumps(bad)})
+
+
 def test_leader_checks_the_apiserver_csr_exactly() -> None:
     data = cpp.read_peer_unit(peer_unit().to_databag())
     assert data is not None
@@ -152,6 +186,22 @@ def test_peer_app_validation(certificates: object, message: str) -> None:
         cpp.read_peer_app(bag)
 
 
+def test_peer_app_departed_nodes_round_trip_sorted_and_validated() -> None:
+    data = cpp.ControlPlanePeerApp(
+        ca_cert=ca().cert_pem,
+        front_proxy_ca_cert=ca("kaji-front-proxy-ca").cert_pem,
+        departed_nodes=("worker-2", "worker-1", "worker-2"),
+    )
+    assert data.departed_nodes == ("worker-1", "worker-2")
+    bag = data.to_databag()
+    assert json.loads(bag["departed-nodes"]) == ["worker-1", "worker-2"]
+    assert cpp.read_peer_app(bag) == data
+    assert "departed-nodes" not in peer_app().to_databag()  # absent when there are none
+    for bad in ('"worker-1"', '["Worker_1"]', "[1]"):
+        with pytest.raises(RelationDataError, match="departed-nodes"):
+            cpp.read_peer_app({**bag, "departed-nodes": bad})
+
+
 def test_peer_app_certificate_must_name_its_purpose() -> None:
     swapped = {"control-plane/0": {"scheduler": certs()["admin"]}}
     bag = {**peer_app().to_databag(), "certificates": json.dumps(swapped)}
@@ -160,7 +210,7 @@ def test_peer_app_certificate_must_name_its_purpose() -> None:
 
 
 @FUZZ
-@given(random_databags(["hostname", "addresses", "csrs"]))
+@given(random_databags(["hostname", "addresses", "csrs", "public-address"]))
 def test_random_peer_unit_databags(bag: dict[str, str]) -> None:
     result = read_safely(cpp.read_peer_unit, bag)
     assert result is None or isinstance(result, (RelationDataError, cpp.ControlPlanePeerUnit))
@@ -175,7 +225,7 @@ def test_mutated_peer_unit_databags(bag: dict[str, str]) -> None:
 
 
 @FUZZ
-@given(random_databags(["ca-cert", "front-proxy-ca-cert", "certificates"]))
+@given(random_databags(["ca-cert", "front-proxy-ca-cert", "certificates", "departed-nodes"]))
 def test_random_peer_app_databags(bag: dict[str, str]) -> None:
     result = read_safely(cpp.read_peer_app, bag)
     assert result is None or isinstance(result, (RelationDataError, cpp.ControlPlanePeerApp))

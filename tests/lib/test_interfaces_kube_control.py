@@ -70,15 +70,28 @@ def test_requirer_round_trip_normalises_addresses() -> None:
 
 def test_requirer_csr_must_match_node_and_addresses_in_the_same_bag() -> None:
     bag = requirer().to_databag()
-    with pytest.raises(RelationDataError, match=r"kubelet-csr.*common name"):
+    with pytest.raises(RelationDataError, match=r"kubelet-csr.*CN does not match its node name"):
         kc.read_requirer_unit({**bag, "kubelet-csr": json.dumps(csr_for(OTHER_NODE_ID))})
-    with pytest.raises(RelationDataError, match=r"kubelet-csr.*IP address"):
+    with pytest.raises(RelationDataError, match=r"kubelet-csr.*IP addresses do not match"):
         kc.read_requirer_unit({**bag, "addresses": '["10.0.0.9"]'})
-    with pytest.raises(RelationDataError, match="kubelet-csr"):
+    with pytest.raises(RelationDataError, match=r"kubelet-csr.*CN does not match"):
         kc.read_requirer_unit({**bag, "node-name": '"worker-7"'})
     not_a_node = identity("system:kube-proxy", o=["system:node-proxier"])
-    with pytest.raises(RelationDataError, match="kubelet-csr"):
+    with pytest.raises(RelationDataError, match=r"kubelet-csr.*O does not match system:nodes"):
         kc.read_requirer_unit({**bag, "kubelet-csr": json.dumps(csr_for(not_a_node))})
+
+
+def test_node_csr_problems_are_short_and_name_what_differs() -> None:
+    assert kc.node_csr_problems(NODE_ID, NODE_ID) == []
+    problems = kc.node_csr_problems(OTHER_NODE_ID, NODE_ID)
+    assert [p.split(" (")[0] for p in problems] == [
+        "CN does not match its node name",
+        "DNS names do not match its node name",
+        "IP addresses do not match its addresses",
+    ]
+    hostile = identity("system:node:" + "x" * 5000, o=["system:nodes"], dns=[NODE], ips=ADDRESSES)
+    (problem,) = kc.node_csr_problems(hostile, NODE_ID)
+    assert len(problem) < 250
 
 
 def test_requirer_addresses_can_be_checked_against_juju() -> None:
@@ -141,6 +154,8 @@ def test_provider_app_round_trip() -> None:
         ("kubernetes-version", "2.0.0", "1.x.y"),
         ("image-registry", "https://registry.k8s.io", "host"),
         ("image-registry", "", "host"),
+        ("image-registry", "registry.example.com/Path", "host"),
+        ("image-registry", "registry.example.com:99999", "port"),
         ("dns-domain", "Cluster.Local", "DNS-1123"),
     ],
 )
@@ -160,7 +175,12 @@ def test_provider_app_certificates_must_be_node_certificates() -> None:
 
 
 def test_image_registry_forms() -> None:
-    for registry in ("registry.k8s.io", "localhost:5000/mirror/k8s", "10.0.0.1:5000"):
+    for registry in (
+        "registry.k8s.io",
+        "localhost:5000/mirror/k8s",
+        "10.0.0.1:5000",
+        "Registry.example.com",  # the control plane's option accepts it: so must the contract
+    ):
         data = kc.KubeControlProviderApp(
             ca_cert=ca().cert_pem,
             service_cidr="fd00:10::/108",
@@ -213,3 +233,25 @@ def test_mutated_provider_app_databags(bag: dict[str, str]) -> None:
     result = read_safely(kc.read_provider_app, bag)
     if isinstance(result, kc.KubeControlProviderApp):
         assert kc.read_provider_app(result.to_databag()) == result
+
+
+@FUZZ
+@given(
+    st.text(alphabet="aAzZ09.-_:/", max_size=40)
+    | st.sampled_from(["Registry.example.com", "r.example:5000/x", "x" * 201])
+)
+def test_image_registry_has_one_definition(registry: str) -> None:
+    """What kaji.kubernetes (the control plane's option check) accepts, the contract accepts."""
+    from kaji import kubernetes as k8s
+
+    try:
+        k8s.check_image_registry(registry)
+        option_ok = True
+    except ValueError:
+        option_ok = False
+    try:
+        kc.check_image_registry("image-registry", registry)
+        contract_ok = True
+    except RelationDataError:
+        contract_ok = False
+    assert option_ok == contract_ok

@@ -232,9 +232,21 @@ def test_images() -> None:
     assert k8s.coredns_image("mirror.example:5000/k8s", "1.32.3") == (
         "mirror.example:5000/k8s/coredns/coredns:v1.11.3"
     )
-    for bad in ("https://registry.k8s.io", "registry.k8s.io/", "", "a b"):
+    for bad in (
+        "https://registry.k8s.io",
+        "registry.k8s.io/",
+        "",
+        "a b",
+        "registry.k8s.io/Upper",  # paths are lowercase
+        "registry.k8s.io:0",
+        "registry.k8s.io:65536",
+        "-registry.k8s.io",
+        "r" * (k8s.MAX_IMAGE_REGISTRY_LENGTH + 1),
+    ):
         with pytest.raises(ValueError, match="not a registry"):
             k8s.check_image_registry(bad)
+    for good in ("Registry.Example.com", "r.example:65535/a__b/c--d/e.f", "10.0.0.1:5000"):
+        assert k8s.check_image_registry(good) == good
 
 
 def test_release_urls() -> None:

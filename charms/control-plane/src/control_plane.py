@@ -37,7 +37,7 @@ from kaji.interfaces import kube_control
 if TYPE_CHECKING:
     from kaji import pki
     from kaji.certs import KeyAndRequest
-    from kaji.host import Host
+    from kaji.host import CommandResult, Host
 
 logger = logging.getLogger(__name__)
 
@@ -124,23 +124,33 @@ def _split_words(text: str) -> list[str]:
     return [w for w in text.replace(",", " ").split() if w]
 
 
-def _check_sans(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _check_san(option: str, word: str) -> tuple[str | None, str | None]:
+    """One SAN of ``option``: (DNS name, None) or (None, IP address), normalised."""
     import ipaddress
 
+    try:
+        return None, ipaddress.ip_address(word).compressed
+    except ValueError:
+        pass
+    try:
+        return k8s.check_dns_domain(word.lower()), None
+    except ValueError:
+        pass
+    hint = ""
+    if "://" in word or word.rpartition(":")[2].isdigit() or "/" in word:
+        hint = " (give the host alone: no scheme, port or path)"
+    raise ConfigError(option, f"{word[:100]!r} is neither an IP address nor a DNS name{hint}")
+
+
+def _check_sans(option: str, text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     names: list[str] = []
     ips: list[str] = []
     for word in _split_words(text):
-        try:
-            ips.append(ipaddress.ip_address(word).compressed)
-            continue
-        except ValueError:
-            pass
-        try:
-            names.append(k8s.check_dns_domain(word.lower()))
-        except ValueError:
-            raise ConfigError(
-                "extra-sans", f"{word!r} is neither an IP address nor a DNS name"
-            ) from None
+        name, ip = _check_san(option, word)
+        if name is not None:
+            names.append(name)
+        if ip is not None:
+            ips.append(ip)
     return tuple(dict.fromkeys(names)), tuple(dict.fromkeys(ips))
 
 
@@ -182,15 +192,17 @@ def parse_settings(options: Mapping[str, Any]) -> Settings:
         dns_domain = k8s.check_dns_domain(text("cluster-domain"))
     except ValueError as exc:
         raise ConfigError("cluster-domain", str(exc)) from None
-    extra_dns, extra_ips = _check_sans(text("extra-sans"))
+    extra_dns, extra_ips = _check_sans("extra-sans", text("extra-sans"))
     lb = text("loadbalancer-address") or None
     if lb is not None:
-        lb_names, lb_ips = _check_sans(lb)
-        if len(lb_names) + len(lb_ips) != 1:
-            raise ConfigError("loadbalancer-address", f"{lb!r} is not one IP address or name")
-        lb = (lb_names + lb_ips)[0]
-        extra_dns = tuple(dict.fromkeys((*extra_dns, *lb_names)))
-        extra_ips = tuple(dict.fromkeys((*extra_ips, *lb_ips)))
+        if len(_split_words(lb)) != 1:
+            raise ConfigError(
+                "loadbalancer-address", f"{lb[:100]!r} is not one IP address or DNS name"
+            )
+        lb_name, lb_ip = _check_san("loadbalancer-address", lb)
+        lb = lb_name or lb_ip
+        extra_dns = tuple(dict.fromkeys((*extra_dns, *filter(None, [lb_name]))))
+        extra_ips = tuple(dict.fromkeys((*extra_ips, *filter(None, [lb_ip]))))
     try:
         registry = k8s.check_image_registry(text("image-registry"))
     except ValueError as exc:
@@ -265,11 +277,21 @@ def _check_audit_policy(text: str) -> None:
 
 
 def check_pod_cidr(settings: Settings, pod_cidr: str) -> None:
-    """Refuse a service CIDR that overlaps the pod network the cni reports.
+    """Refuse a service CIDR of another IP family than the pod network, or overlapping it.
+
+    A single-stack cluster has one family: kube-proxy, the cni's rules and kubelet's cluster
+    DNS address all assume the service and pod networks share it.
 
     Raises:
         ConfigError: on ``service-cidr``.
     """
+    service, pods = k8s.parse_cidr(settings.service_cidr), k8s.parse_cidr(pod_cidr)
+    if service.version != pods.version:
+        raise ConfigError(
+            "service-cidr",
+            f"{settings.service_cidr} is IPv{service.version} but the pod network {pod_cidr}"
+            f" (from cni) is IPv{pods.version}: the IP families must match",
+        )
     if k8s.cidrs_overlap(settings.service_cidr, pod_cidr):
         raise ConfigError(
             "service-cidr", f"{settings.service_cidr} overlaps the pod network {pod_cidr}"
@@ -310,9 +332,16 @@ def ca_from_content(content: Mapping[str, str]) -> pki.CertificateAuthority:
 
 
 def apiserver_identity(
-    hostname: str, addresses: Iterable[str], settings: Settings
+    hostname: str,
+    addresses: Iterable[str],
+    settings: Settings,
+    public_address: str | None = None,
 ) -> pki.Identity:
-    """The exact identity of a unit's kube-apiserver serving certificate."""
+    """The exact identity of a unit's kube-apiserver serving certificate.
+
+    Besides the unit's names and addresses and the in-cluster names: ``extra-sans``, the
+    ``loadbalancer-address`` and the unit's public address (when Juju reports one).
+    """
     return peers.expected_apiserver_identity(
         hostname,
         addresses,
@@ -320,20 +349,22 @@ def apiserver_identity(
         settings.dns_domain,
         settings.extra_dns_names,
         settings.extra_ip_addresses,
+        public_address,
     )
 
 
 def ensure_requests(
-    host: Host, hostname: str, addresses: Iterable[str], settings: Settings
+    host: Host,
+    hostname: str,
+    addresses: Iterable[str],
+    settings: Settings,
+    public_address: str | None = None,
 ) -> dict[str, KeyAndRequest]:
     """Make (or reuse) this unit's key and CSR for every purpose."""
     from kaji.certs import ensure_key_and_csr
 
-    requests = {
-        peers.APISERVER: ensure_key_and_csr(
-            host, PKI_DIR, peers.APISERVER, apiserver_identity(hostname, addresses, settings)
-        )
-    }
+    identity = apiserver_identity(hostname, addresses, settings, public_address)
+    requests = {peers.APISERVER: ensure_key_and_csr(host, PKI_DIR, peers.APISERVER, identity)}
     for purpose in peers.CLIENT_IDENTITIES:
         requests[purpose] = ensure_key_and_csr(
             host, PKI_DIR, purpose, peers.client_identity(purpose)
@@ -358,13 +389,21 @@ def profile_for(purpose: str) -> pki.Profile:
     return pki.Profile.SERVER if purpose == peers.APISERVER else pki.Profile.CLIENT
 
 
+@dataclasses.dataclass(frozen=True)
+class PeerSigning:
+    """The outcome of signing peer CSRs: certificates by unit and purpose, and refusals."""
+
+    certificates: dict[str, dict[str, str]]
+    refused: dict[str, tuple[str, str]]  # unit -> (purpose, reason), the first refused
+
+
 def sign_peer_certificates(
     units: Mapping[str, peers.ControlPlanePeerUnit],
     ca: pki.CertificateAuthority,
     front_proxy_ca: pki.CertificateAuthority,
     settings: Settings,
     existing: Mapping[str, Mapping[str, str]],
-) -> dict[str, dict[str, str]]:
+) -> PeerSigning:
     """Leader: sign every peer unit's CSRs after checking each identity exactly.
 
     A CSR for another identity is refused and logged; a still-good certificate is kept; units
@@ -374,11 +413,14 @@ def sign_peer_certificates(
     from kaji.certs import issue
 
     issued: dict[str, dict[str, str]] = {}
+    refused: dict[str, tuple[str, str]] = {}
     for unit, data in sorted(units.items()):
         certs: dict[str, str] = {}
         for purpose, csr in data.csrs.items():
             if purpose == peers.APISERVER:
-                expected = apiserver_identity(data.hostname, data.addresses, settings)
+                expected = apiserver_identity(
+                    data.hostname, data.addresses, settings, data.public_address
+                )
             else:
                 expected = peers.client_identity(purpose)
             signer = front_proxy_ca if purpose in peers.FRONT_PROXY_PURPOSES else ca
@@ -392,9 +434,10 @@ def sign_peer_certificates(
                 )
             except pki.PKIError as exc:
                 logger.warning("refusing %s CSR of %s: %s", purpose, unit, exc)
+                refused.setdefault(unit, (purpose, str(exc)[:160]))
         if certs:
             issued[unit] = certs
-    return issued
+    return PeerSigning(issued, refused)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,6 +446,36 @@ class NodeSigning:
 
     certificates: dict[str, str]
     refused: dict[str, str]
+    #: Node names the present workers claim, valid or not: never deleted as departed.
+    claimed: frozenset[str] = frozenset()
+
+
+def node_name_claimed(bag: Mapping[str, str]) -> str | None:
+    """The node name a worker's databag claims, read leniently (None if it names none).
+
+    Leniently: a worker whose data is refused may still run a Node by that name, so its claim
+    counts against deleting one; anything that is not a JSON string claims nothing.
+    """
+    from kaji.interfaces import RelationDataError
+    from kaji.interfaces._base import Fields
+
+    try:
+        value = Fields({k: v for k, v in bag.items() if k == "node-name"}).optional("node-name")
+    except RelationDataError:
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def node_name_of_certificate(cert_pem: str) -> str | None:
+    """The node name a node certificate this leader issued is for (its CN), or None."""
+    from kaji import pki
+
+    try:
+        common_name = pki.read_certificate(cert_pem).identity.common_name
+    except pki.PKIError:
+        return None
+    prefix = kube_control.NODE_COMMON_NAME_PREFIX
+    return common_name[len(prefix) :] if common_name.startswith(prefix) else None
 
 
 def reserved_node_names(
@@ -453,7 +526,8 @@ def sign_node_certificates(
         try:
             data = kube_control.read_requirer_unit(bag, allowed_addresses=juju or None)
         except RelationDataError as exc:
-            refused[unit] = str(exc)
+            # A CSR for the wrong identity says what is wrong; other keys are named.
+            refused[unit] = exc.reason if exc.key == "kubelet-csr" else f"{exc.key}: {exc.reason}"
             continue
         if data is not None:
             claims[unit] = data
@@ -485,7 +559,8 @@ def sign_node_certificates(
             refused[unit] = str(exc)
     for unit, reason in sorted(refused.items()):
         logger.warning("refusing node certificate for %s: %s", unit, reason)
-    return NodeSigning(certificates, refused)
+    claimed = frozenset(filter(None, (node_name_claimed(bag) for bag in workers.values())))
+    return NodeSigning(certificates, refused, claimed)
 
 
 def install_certificate(
@@ -876,11 +951,14 @@ def install_release(
 
 
 def fetch_text(url: str, timeout: float = 30) -> str:
-    """Download a small text file (a checksum)."""
-    import urllib.request
+    """Download a small text file (a checksum), through the model's proxies.
 
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only
-        return response.read(4096).decode("ascii", "replace")
+    Raises:
+        kaji.host.BinaryInstallError: a bad URL or proxy setting, or the download failed.
+    """
+    from kaji.host import fetch_text as fetch
+
+    return fetch(url, timeout=timeout, limit=4096)
 
 
 # --------------------------------------------------------------------------- cluster setup
@@ -930,28 +1008,94 @@ def applied_digest(host: Host) -> str | None:
     return text.strip() if text else None
 
 
+#: kubectl's field manager for server-side apply: the owner of every field kaji sets.
+FIELD_MANAGER = "kaji-control-plane"
+
+
+def _kubectl(host: Host, kubectl: str) -> list[str]:
+    """The kubectl command line as the cluster admin (this unit's kubeconfig), with a timeout."""
+    kubeconfig = str(host.path(f"{KUBE_DIR}/admin.conf"))
+    return [kubectl, "--kubeconfig", kubeconfig, "--request-timeout=10s"]
+
+
+def _failure(result: CommandResult) -> str:
+    """The first line of a failed command's error output, short enough for a status."""
+    text = (result.stderr or result.stdout or "").strip()
+    line = text.splitlines()[-1] if text else f"exit status {result.returncode}"
+    return line[:160]
+
+
+def api_ready(host: Host, kubectl: str) -> str | None:
+    """None when the API answers ``/readyz`` as the admin, else why not (short)."""
+    from kaji.host import CommandTimeoutError
+
+    try:
+        probe = host.run([*_kubectl(host, kubectl), "get", "--raw", "/readyz"], check=False)
+    except CommandTimeoutError:
+        return "API not ready: /readyz timed out"
+    return None if probe.ok else f"API not ready: {_failure(probe)}"
+
+
 def apply_manifests(
     host: Host, kubectl: str, paths: Iterable[str], digest: str, timeout: float = 60
-) -> bool:
-    """Apply with kubectl as the admin, if the API answers; return whether it was applied."""
-    kubeconfig = str(host.path(f"{KUBE_DIR}/admin.conf"))
-    probe = host.run(
-        [kubectl, "--kubeconfig", kubeconfig, "--request-timeout=5s", "get", "--raw", "/readyz"],
-        check=False,
-        timeout=15,
-    )
-    if not probe.ok:
-        return False
-    argv = [kubectl, "--kubeconfig", kubeconfig, "apply", "--server-side", "--force-conflicts"]
+) -> str | None:
+    """Apply the manifests server-side as the admin; None when applied, else why not.
+
+    ``kubectl apply --server-side --force-conflicts --field-manager=kaji-control-plane`` is
+    idempotent: applying the same manifests again changes nothing, and fields kaji owns are
+    taken back from whoever changed them. The digest of what was applied is recorded so an
+    unchanged set is not applied again.
+    """
+    from kaji.host import CommandTimeoutError
+
+    if (reason := api_ready(host, kubectl)) is not None:
+        return reason
+    argv = [
+        *_kubectl(host, kubectl),
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        f"--field-manager={FIELD_MANAGER}",
+    ]
     for path in paths:
         argv += ["-f", str(host.path(path))]
-    result = host.run(argv, check=False, timeout=timeout)
+    try:
+        result = host.run(argv, check=False, timeout=timeout)
+    except CommandTimeoutError:
+        return f"kubectl apply timed out after {timeout:g}s"
     if not result.ok:
         logger.warning("kubectl apply failed: %s", result.stderr[-500:])
-        return False
+        return f"kubectl apply failed: {_failure(result)}"
     host.ensure_directory(STATE_DIR, 0o755)
     host.write_file(f"{STATE_DIR}/applied-manifests.sha256", digest + "\n", mode=0o644)
-    return True
+    return None
+
+
+def delete_nodes(host: Host, kubectl: str, names: Iterable[str]) -> dict[str, str]:
+    """Delete these Node objects as the admin; return the ones not deleted, with why.
+
+    ``--ignore-not-found`` makes it idempotent: a Node already gone counts as deleted.
+    """
+    from kaji.host import CommandTimeoutError
+
+    names = sorted(names)
+    if not names:
+        return {}
+    if (reason := api_ready(host, kubectl)) is not None:
+        return dict.fromkeys(names, reason)
+    left: dict[str, str] = {}
+    for name in names:
+        argv = [*_kubectl(host, kubectl), "delete", "node", name, "--ignore-not-found"]
+        try:
+            result = host.run(argv, check=False, timeout=30)
+        except CommandTimeoutError:
+            left[name] = "kubectl delete node timed out"
+            continue
+        if result.ok:
+            logger.info("deleted the Node %s of a departed worker", name)
+        else:
+            left[name] = f"kubectl delete node failed: {_failure(result)}"
+    return left
 
 
 # --------------------------------------------------------------------------- admin kubeconfig

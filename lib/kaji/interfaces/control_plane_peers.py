@@ -2,23 +2,27 @@
 
 Unit databag (each control-plane unit)::
 
-    hostname   str              the machine's hostname (DNS-1123 subdomain)
-    addresses  list[str]        the machine's IP addresses (sorted, compressed form)
-    csrs       {purpose: str}   PEM CSR per purpose (see PURPOSES); a unit may send a subset
+    hostname        str             the machine's hostname (DNS-1123 subdomain)
+    addresses       list[str]       the machine's IP addresses (sorted, compressed form)
+    csrs            {purpose: str}  PEM CSR per purpose (see PURPOSES); a unit may send a subset
+    public-address  str (optional)  the unit's public address as Juju reports it (an IP or a
+                                    DNS name), for clients outside the cloud (``juju expose``)
 
 Application databag (control-plane leader)::
 
     ca-cert              str                       cluster CA certificate PEM (public part)
     front-proxy-ca-cert  str                       front-proxy CA certificate PEM (public part)
     certificates         {unit: {purpose: str}}    signed certificate PEM per unit and purpose
+    departed-nodes       list[str] (optional)      Node objects of departed workers still to be
+                                                   deleted (kept here so a later leader retries)
 
 CA keys and the service-account signing key are not here: they live in app-owned Juju
 secrets. Purposes and identities (profile in brackets; signer is the cluster CA unless noted):
 
 - ``apiserver`` [server]: CN ``kube-apiserver``, no O; DNS SANs = hostname, ``kubernetes``,
   ``kubernetes.default``, ``kubernetes.default.svc``, ``kubernetes.default.svc.<domain>``
-  and configured extra names; IP SANs = addresses, the first service IP and extra IPs
-  (see expected_apiserver_identity).
+  and configured extra names; IP SANs = addresses, the first service IP and extra IPs; the
+  public address as a DNS or IP SAN (see expected_apiserver_identity).
 - ``apiserver-kubelet-client`` [client]: CN ``kube-apiserver-kubelet-client``, no O (the
   control plane binds ``system:kubelet-api-admin`` to this user).
 - ``front-proxy-client`` [client, front-proxy CA]: CN ``front-proxy-client``, no O.
@@ -44,6 +48,7 @@ from kaji.interfaces._base import (
     check_unit_map,
     encode,
     expect_map,
+    expect_str_list,
     expect_str_map,
 )
 
@@ -92,11 +97,12 @@ def expected_apiserver_identity(
     dns_domain: str,
     extra_dns_names: Iterable[str] = (),
     extra_ip_addresses: Iterable[str] = (),
+    public_address: str | None = None,
 ) -> Identity:
     """The exact identity of a unit's kube-apiserver serving certificate.
 
     Raises:
-        RelationDataError: a bad hostname, address or domain.
+        RelationDataError: a bad hostname, address, domain or public address.
     """
     from kaji.pki import Identity
 
@@ -115,7 +121,34 @@ def expected_apiserver_identity(
         check_ip("service-ip", service_ip),
         *check_ips("extra-ip-addresses", extra_ip_addresses, allow_empty=True),
     ]
+    if public_address is not None:
+        public = check_public_address("public-address", public_address)
+        (ips if _is_ip(public) else dns_names).append(public)
     return Identity.of(APISERVER_COMMON_NAME, dns_names=dns_names, ip_addresses=ips)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        check_ip("public-address", value)
+    except RelationDataError:
+        return False
+    return True
+
+
+def check_public_address(key: str, value: str) -> str:
+    """A public address: an IP (returned compressed) or a lowercase DNS-1123 name.
+
+    Raises:
+        RelationDataError: neither.
+    """
+    if _is_ip(value):
+        return check_ip(key, value)
+    try:
+        return check_dns_subdomain(key, value)
+    except RelationDataError:
+        raise RelationDataError(
+            key, f"neither an IP address nor a DNS name: {value[:100]!r}"
+        ) from None
 
 
 def _check_purpose(key: str, purpose: str) -> str:
@@ -131,10 +164,16 @@ class ControlPlanePeerUnit:
     hostname: str
     addresses: tuple[str, ...]
     csrs: Mapping[str, str] = field(default_factory=dict)
+    public_address: str | None = None
 
     def __post_init__(self) -> None:
         check_dns_subdomain("hostname", self.hostname)
         addresses = check_ips("addresses", self.addresses)
+        public = (
+            None
+            if self.public_address is None
+            else check_public_address("public-address", self.public_address)
+        )
         csrs = {}
         for purpose, pem in sorted(self.csrs.items()):
             key = f"csrs[{purpose[:100]}]"
@@ -146,22 +185,32 @@ class ControlPlanePeerUnit:
                     or identity.organizations
                     or self.hostname not in identity.dns_names
                     or not set(addresses) <= identity.ip_addresses
+                    or (
+                        public is not None
+                        and public not in identity.dns_names | identity.ip_addresses
+                    )
                 ):
                     raise RelationDataError(
                         key,
                         f"expected CN {APISERVER_COMMON_NAME!r}, no O, and SANs naming this "
-                        "unit's hostname and addresses",
+                        "unit's hostname, addresses and public address",
                     )
             else:
                 check_csr(key, pem, client_identity(purpose))
             csrs[purpose] = pem
         object.__setattr__(self, "addresses", addresses)
         object.__setattr__(self, "csrs", csrs)
+        object.__setattr__(self, "public_address", public)
 
     def to_databag(self) -> dict[str, str]:
-        """Encode for the unit's own peer databag."""
+        """Encode for the unit's own peer databag (no ``public-address`` key when unknown)."""
         return encode(
-            {"hostname": self.hostname, "addresses": list(self.addresses), "csrs": dict(self.csrs)}
+            {
+                "hostname": self.hostname,
+                "addresses": list(self.addresses),
+                "csrs": dict(self.csrs),
+                "public-address": self.public_address,
+            }
         )
 
     @classmethod
@@ -183,6 +232,7 @@ class ControlPlanePeerUnit:
             hostname=fields.string("hostname"),
             addresses=tuple(fields.string_list("addresses")),
             csrs=fields.string_map("csrs"),
+            public_address=fields.optional_string("public-address"),
         )
 
 
@@ -200,6 +250,7 @@ class ControlPlanePeerApp:
     ca_cert: str
     front_proxy_ca_cert: str
     certificates: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    departed_nodes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_certificate("ca-cert", self.ca_cert, ca=True)
@@ -222,6 +273,8 @@ class ControlPlanePeerApp:
                     )
                 certificates[unit][purpose] = pem
         object.__setattr__(self, "certificates", certificates)
+        names = sorted({check_dns_subdomain("departed-nodes", n) for n in self.departed_nodes})
+        object.__setattr__(self, "departed_nodes", tuple(names))
 
     def certificates_for(self, unit_name: str) -> Mapping[str, str]:
         """The certificates issued to `unit_name`, by purpose (empty when none)."""
@@ -234,8 +287,9 @@ class ControlPlanePeerApp:
                 "ca-cert": self.ca_cert,
                 "front-proxy-ca-cert": self.front_proxy_ca_cert,
                 "certificates": {unit: dict(c) for unit, c in self.certificates.items()},
+                "departed-nodes": list(self.departed_nodes) or None,
             },
-            unbounded=("certificates",),
+            unbounded=("certificates", "departed-nodes"),
         )
 
     @classmethod
@@ -245,8 +299,9 @@ class ControlPlanePeerApp:
         Raises:
             RelationDataError: anything missing or malformed, including an empty databag.
         """
-        fields = Fields(databag, unbounded=("certificates",))
+        fields = Fields(databag, unbounded=("certificates", "departed-nodes"))
         raw = expect_map("certificates", fields.required("certificates"))
+        departed = fields.optional("departed-nodes")
         return cls(
             ca_cert=fields.string("ca-cert"),
             front_proxy_ca_cert=fields.string("front-proxy-ca-cert"),
@@ -254,11 +309,14 @@ class ControlPlanePeerApp:
                 unit: expect_str_map(f"certificates[{unit[:100]}]", value)
                 for unit, value in raw.items()
             },
+            departed_nodes=tuple(
+                () if departed is None else expect_str_list("departed-nodes", departed)
+            ),
         )
 
 
 def read_peer_app(databag: Mapping[str, str]) -> ControlPlanePeerApp | None:
     """The control-plane leader's peer data, or None while it has written nothing."""
-    if not Fields(databag, unbounded=("certificates",)):
+    if not Fields(databag, unbounded=("certificates", "departed-nodes")):
         return None
     return ControlPlanePeerApp.from_databag(databag)

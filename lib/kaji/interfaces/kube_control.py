@@ -18,7 +18,9 @@ Provider application databag (control-plane leader)::
     dns-address         str          cluster DNS service IP, inside service-cidr
     dns-domain          str          cluster DNS domain, e.g. ``cluster.local``
     kubernetes-version  str          ``1.x.y``
-    image-registry      str          registry (host[:port][/path]) for system images
+    image-registry      str          registry (host[:port][/path]) for system images, valid
+                                     by kaji.kubernetes.check_image_registry (the same check
+                                     as the control plane's ``image-registry`` option)
 
 Node identity: CN ``system:node:<node-name>``, O ``system:nodes``, SANs = the node name as a
 DNS name and every address as an IP. One CSR per node: the certificate is signed with the
@@ -58,9 +60,24 @@ NODE_ORGANIZATION = "system:nodes"
 NODE_COMMON_NAME_PREFIX = "system:node:"
 
 _VERSION = re.compile(r"1\.(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3})")
-_REGISTRY = re.compile(
-    r"[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?(?::[0-9]{1,5})?(?:/[a-z0-9](?:[-a-z0-9._]*[a-z0-9])?)*"
-)
+
+
+def check_image_registry(key: str, registry: str) -> str:
+    """A registry prefix ``host[:port][/path]``, by the one definition both sides use.
+
+    That definition is :func:`kaji.kubernetes.check_image_registry`, which the control plane's
+    ``image-registry`` option is checked with too: a value the option accepts is never refused
+    here, and the other way round.
+
+    Raises:
+        RelationDataError: not a registry prefix.
+    """
+    from kaji.kubernetes import check_image_registry as check
+
+    try:
+        return check(registry)
+    except ValueError as error:
+        raise RelationDataError(key, f"expected host[:port][/path]: {error}") from error
 
 
 def expected_node_identity(node_name: str, addresses: Iterable[str]) -> Identity:
@@ -80,6 +97,38 @@ def expected_node_identity(node_name: str, addresses: Iterable[str]) -> Identity
     )
 
 
+def node_csr_problems(actual: Identity, expected: Identity) -> list[str]:
+    """How a node CSR's identity differs from the node's, in words a status can show.
+
+    Each problem reads ``<what> does not match ... (<detail>)``; empty when they are equal.
+    Values the worker chose are cut short, since they end up in logs and statuses.
+    """
+
+    def shown(values: Iterable[str]) -> str:
+        return repr(sorted(v[:60] for v in values)[:4])
+
+    problems = []
+    if actual.common_name != expected.common_name:
+        problems.append(
+            f"CN does not match its node name (asks for {actual.common_name[:80]!r},"
+            f" expected {expected.common_name!r})"
+        )
+    if actual.organizations != expected.organizations:
+        problems.append(
+            f"O does not match {NODE_ORGANIZATION} (asks for {shown(actual.organizations)})"
+        )
+    if actual.dns_names != expected.dns_names:
+        problems.append(
+            f"DNS names do not match its node name (asks for {shown(actual.dns_names)})"
+        )
+    if actual.ip_addresses != expected.ip_addresses:
+        problems.append(
+            f"IP addresses do not match its addresses (asks for {shown(actual.ip_addresses)},"
+            f" published {shown(expected.ip_addresses)})"
+        )
+    return problems
+
+
 @dataclass(frozen=True)
 class KubeControlRequirerUnit:
     """What one worker unit writes: its node name, addresses and node CSR."""
@@ -91,9 +140,10 @@ class KubeControlRequirerUnit:
     def __post_init__(self) -> None:
         addresses = check_ips("addresses", self.addresses)
         object.__setattr__(self, "addresses", addresses)
-        check_csr(
-            "kubelet-csr", self.kubelet_csr, expected_node_identity(self.node_name, addresses)
-        )
+        expected = expected_node_identity(self.node_name, addresses)
+        problems = node_csr_problems(check_csr("kubelet-csr", self.kubelet_csr), expected)
+        if problems:
+            raise RelationDataError("kubelet-csr", "; ".join(problems))
 
     def to_databag(self) -> dict[str, str]:
         """Encode for the worker unit's own databag."""
@@ -216,10 +266,7 @@ class KubeControlProviderApp:
             raise RelationDataError(
                 "kubernetes-version", f"expected 1.x.y, got {self.kubernetes_version[:50]!r}"
             )
-        if len(self.image_registry) > 512 or not _REGISTRY.fullmatch(self.image_registry):
-            raise RelationDataError(
-                "image-registry", f"expected host[:port][/path], got {self.image_registry[:100]!r}"
-            )
+        check_image_registry("image-registry", self.image_registry)
         certificates = check_unit_map("certificates", self.certificates)
         for unit, pem in certificates.items():
             key = f"certificates[{unit[:100]}]"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import pathlib
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +19,29 @@ from kaji.interfaces import etcd as etcd_if
 from kaji.interfaces import kube_control as kc
 
 CHARM_ROOT = pathlib.Path(__file__).parents[2]
+
+
+def _private_charm_root() -> pathlib.Path:
+    """A copy of charmcraft.yaml alone, as every Context's charm_root.
+
+    ops.testing writes metadata.yaml, config.yaml and actions.yaml into a Context's charm_root
+    for each run and puts back what was there after it: two test processes sharing the charm
+    directory read each other's half-written files (KeyError on an endpoint, a missing action)
+    and can leave them behind, where they would shadow charmcraft.yaml. The charm reads nothing
+    else from its charm directory (its templates are found from src/).
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    root = pathlib.Path(tempfile.mkdtemp(prefix="kaji-control-plane-root-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    shutil.copy2(CHARM_ROOT / "charmcraft.yaml", root / "charmcraft.yaml")
+    return root
+
+
+#: The charm_root of every ops.testing Context in these tests (see _private_charm_root).
+CONTEXT_ROOT = _private_charm_root()
 ETCD_URLS = ["https://10.0.0.11:2379", "https://10.0.0.12:2379"]
 
 
@@ -38,7 +63,7 @@ def host(root: pathlib.Path) -> Host:
 
 @pytest.fixture
 def ctx(root: pathlib.Path) -> testing.Context[ControlPlaneCharm]:
-    return testing.Context(ControlPlaneCharm, charm_root=CHARM_ROOT, app_name="control-plane")
+    return testing.Context(ControlPlaneCharm, charm_root=CONTEXT_ROOT, app_name="control-plane")
 
 
 @dataclasses.dataclass
@@ -78,7 +103,7 @@ def worker_bag(
     bag = {
         "node-name": f'"{node_name}"',
         "addresses": "[" + ",".join(f'"{a}"' for a in sorted(addresses)) + "]",
-        "kubelet-csr": __import__("json").dumps(csr),
+        "kubelet-csr": json.dumps(csr),
         "ingress-address": addresses[0],
     }
     return bag
@@ -186,3 +211,122 @@ def flags_of(argv: list[str]) -> dict[str, str]:
         name, _, value = item[2:].partition("=")
         out[name] = value
     return out
+
+
+# ----------------------------------------------------------------------------- machine snapshots
+
+
+def snapshot(root: pathlib.Path, *, skip: tuple[str, ...] = ()) -> dict[str, tuple[bytes, int]]:
+    """Every file under the sandbox root: content and mode (paths under ``skip`` left out)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_file() and not rel.startswith(skip):
+            found[rel] = (path.read_bytes(), path.stat().st_mode)
+    return found
+
+
+def databags(state: testing.State) -> dict[str, Any]:
+    """Every relation databag of a state, by endpoint and side."""
+    bags: dict[str, Any] = {}
+    for rel in state.relations:
+        bags[f"{rel.endpoint}:{rel.id}"] = {
+            "local-app": dict(rel.local_app_data),
+            "local-unit": dict(rel.local_unit_data),
+        }
+    return bags
+
+
+def secrets_of(state: testing.State) -> list[tuple[Any, ...]]:
+    """What a state's secrets hold: label, owner, every revision's content."""
+    return sorted(
+        (s.label or "", s.owner or "", repr(s.tracked_content), repr(s.latest_content))
+        for s in state.secrets
+    )
+
+
+# ----------------------------------------------------------------------------- fake tools
+
+
+@dataclasses.dataclass
+class FakeKubectl:
+    """A kubectl at the path the charm runs it from; it logs its calls and can refuse."""
+
+    path: pathlib.Path
+    log: pathlib.Path
+    mode: pathlib.Path
+
+    def calls(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def api(self, up: bool) -> None:
+        self.mode.write_text("up" if up else "down")
+
+
+REFUSED = (
+    "The connection to the server 192.0.2.0:6443 was refused"
+    " - did you specify the right host or port?"
+)
+_FAKE_KUBECTL = """#!/bin/sh
+echo "$*" >> "{log}"
+if [ "$(cat "{mode}")" = down ]; then
+  echo "{refused}" >&2
+  exit 1
+fi
+exit 0
+"""
+
+
+@pytest.fixture
+def kubectl(
+    root: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> FakeKubectl:
+    """Services that 'really run' and a kubectl that answers (``api(False)``: refuses)."""
+    from kaji.host import RecordingManager
+
+    monkeypatch.setattr(RecordingManager, "runs_processes", True)
+    # With the daemons not on PATH the charm runs kubectl from the install directory.
+    path = root / "opt/kaji/kubernetes/current/kubectl"
+    path.parent.mkdir(parents=True)
+    fake = FakeKubectl(path, tmp_path / "kubectl.log", tmp_path / "kubectl.mode")
+    fake.api(True)
+    path.write_text(_FAKE_KUBECTL.format(log=fake.log, mode=fake.mode, refused=REFUSED))
+    path.chmod(0o755)
+    return fake
+
+
+@pytest.fixture
+def public_address(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
+    """Put a ``unit-get`` hook tool on PATH, as Juju does; returns a setter for its answer."""
+    bin_dir = tmp_path / "juju-tools"
+    bin_dir.mkdir()
+    answer = tmp_path / "public-address.json"
+    tool = bin_dir / "unit-get"
+    tool.write_text(f'#!/bin/sh\n[ "$1" = public-address ] || exit 2\ncat "{answer}"\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    def set_answer(address: str) -> None:
+        answer.write_text(json.dumps(address))
+
+    return set_answer
+
+
+def depart_as(monkeypatch: pytest.MonkeyPatch, unit_name: str) -> None:
+    """Make relation-departed name ``unit_name`` as the departing unit (JUJU_DEPARTING_UNIT).
+
+    ops.testing names the departing unit after the remote application, so it cannot say
+    "this unit is the one leaving" on a non-peer relation, which Juju does for every relation
+    of a unit being removed.
+    """
+    from scenario import _runtime
+
+    original = _runtime.Runtime._get_event_env
+
+    def env(self: Any, state: Any, event: Any, charm_root: Any) -> dict[str, str]:
+        found = original(self, state, event, charm_root)
+        if "JUJU_DEPARTING_UNIT" in found:
+            found["JUJU_DEPARTING_UNIT"] = unit_name
+        return found
+
+    monkeypatch.setattr(_runtime.Runtime, "_get_event_env", env)

@@ -26,6 +26,12 @@ from ops import testing
         ({"authorization-mode": "Node,RBAC,Magic"}, "authorization-mode", "unknown mode"),
         ({"extra-sans": "ok.example not_a_name"}, "extra-sans", "neither an IP"),
         ({"loadbalancer-address": "a.example b.example"}, "loadbalancer-address", "one IP"),
+        ({"loadbalancer-address": "https://lb.example.com"}, "loadbalancer-address", "scheme"),
+        ({"loadbalancer-address": "lb.example.com:6443"}, "loadbalancer-address", "no scheme"),
+        ({"extra-sans": "https://x.example"}, "extra-sans", "no scheme, port or path"),
+        ({"image-registry": "registry.example.com/Upper"}, "image-registry", "lowercase path"),
+        ({"image-registry": "registry.example.com:99999"}, "image-registry", "out of range"),
+        ({"service-cidr": "fd00::/100"}, "service-cidr", "/108 or smaller"),
         ({"cluster-domain": "Cluster.Local"}, "cluster-domain", "DNS domain"),
         ({"image-registry": "https://registry.k8s.io"}, "image-registry", "not a registry"),
         ({"audit-policy": "kind: Nope"}, "audit-policy", "Policy"),
@@ -70,3 +76,28 @@ def test_fixing_the_option_unblocks(ctx: testing.Context, root: pathlib.Path) ->
     state = ctx.run(ctx.on.config_changed(), testing.State(leader=True, relations=state.relations))
     assert state.unit_status.name == "waiting"
     assert (root / "etc/kubernetes/pki/ca.crt").is_file()
+
+
+def test_service_cidr_of_another_ip_family_than_the_pod_network_blocks(
+    ctx: testing.Context, root: pathlib.Path
+) -> None:
+    state = ctx.run(ctx.on.config_changed(), base_state(config={"service-cidr": "fd00::/112"}))
+    assert state.unit_status == testing.BlockedStatus(
+        "service-cidr: fd00::/112 is IPv6 but the pod network 10.1.0.0/16 (from cni) is IPv4:"
+        " the IP families must match"
+    )
+    assert files_under(root) == []
+
+
+def test_an_upper_case_registry_host_is_valid_for_the_charm_and_the_workers(cluster) -> None:
+    """One definition of a valid registry: what the option accepts, kube-control carries."""
+    from kaji.interfaces import kube_control as kc
+
+    kube = testing.Relation("kube-control", remote_app_name="worker")
+    state = cluster.converge(
+        base_state(relations=[kube], config={"image-registry": "Registry.example.com"})
+    )
+    assert state.unit_status.name == "active"
+    app = kc.read_provider_app(state.get_relations("kube-control")[0].local_app_data)
+    assert app is not None
+    assert app.image_registry == "Registry.example.com"

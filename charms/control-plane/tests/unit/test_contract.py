@@ -14,11 +14,12 @@ def _meta() -> dict:
 
 def test_endpoints_are_the_relation_contract() -> None:
     meta = _meta()
-    assert meta.get("provides") == {"kube-control": {"interface": "kaji-kube-control"}}
-    assert meta.get("requires") == {
-        "etcd": {"interface": "kaji-etcd", "limit": 1},
+    # cni is provided: Juju wants the subordinate to hold the container-scoped `requires` end.
+    assert meta.get("provides") == {
+        "kube-control": {"interface": "kaji-kube-control"},
         "cni": {"interface": "kaji-cni", "scope": "container", "limit": 1},
     }
+    assert meta.get("requires") == {"etcd": {"interface": "kaji-etcd", "limit": 1}}
     assert meta.get("peers") == {"cluster": {"interface": "kaji-control-plane-peers"}}
 
 

@@ -89,3 +89,27 @@ def test_without_cni_data_the_unit_waits_for_the_pod_network(cluster, root: path
     flags = flags_of(service_argv(root, "kube-controller-manager"))
     assert "cluster-cidr" not in flags
     assert flags["allocate-node-cidrs"] == "false"
+
+
+def test_malformed_etcd_data_waits_naming_the_sender_and_key(ctx) -> None:
+    state = ctx.run(ctx.on.update_status(), base_state())
+    rel = state.get_relations("etcd")[0]
+    bad = {"client-urls": '["http://10.0.0.11:2379"]', "ca-cert": '"x"', "certificates": "{}"}
+    state = ctx.run(
+        ctx.on.update_status(), with_relation(state, dataclasses.replace(rel, remote_app_data=bad))
+    )
+    assert state.unit_status.name == "waiting"
+    assert state.unit_status.message.startswith(
+        "waiting for etcd: etcd's application data is invalid: "
+    )
+    key = state.unit_status.message.split("invalid: ")[1].split(":")[0]
+    assert key in bad
+
+
+def test_malformed_cni_data_waits_naming_the_sender_and_key(cluster) -> None:
+    cni = testing.SubordinateRelation(
+        "cni", remote_app_name="cni", remote_unit_data={"cluster-cidr": '"10.1.0.1/16"'}
+    )
+    state = cluster.converge(base_state(relations=[cni]))
+    assert state.unit_status.name == "waiting"
+    assert state.unit_status.message.startswith("waiting for cni: cni/0's data is invalid: ")

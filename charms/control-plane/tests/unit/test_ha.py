@@ -6,7 +6,7 @@ import dataclasses
 import json
 import pathlib
 
-from conftest import CHARM_ROOT, Cluster, base_state, peer_bag, with_relation
+from conftest import CONTEXT_ROOT, Cluster, base_state, peer_bag, with_relation
 from ops import testing
 
 from charm import ControlPlaneCharm
@@ -73,7 +73,7 @@ def test_non_leader_installs_what_the_leader_signed(
         networks={network, kc_network},
     )
     ctx = testing.Context(
-        ControlPlaneCharm, charm_root=CHARM_ROOT, app_name="control-plane", unit_id=1
+        ControlPlaneCharm, charm_root=CONTEXT_ROOT, app_name="control-plane", unit_id=1
     )
     unit1 = Cluster(ctx, cluster.etcd).converge(state)
     assert unit1.unit_status.message.startswith("API https://10.0.0.2:6443 (3 control planes)")
@@ -112,3 +112,32 @@ def test_departed_peer_loses_its_certificates(cluster, tmp_path: pathlib.Path) -
     assert set(app.certificates) == {"control-plane/0", "control-plane/1"}
     assert state.unit_status.message.startswith("API https://192.0.2.0:6443 (2 control planes)")
     assert json.loads(dict(rel.local_app_data)["ca-cert"]) == app.ca_cert
+
+
+def test_malformed_peer_data_is_ignored_and_named(cluster, tmp_path: pathlib.Path) -> None:
+    good, _ = peer_bag(tmp_path / "cp1", "cp-1", ["10.0.0.2"])
+    peer = testing.PeerRelation("cluster", peers_data={1: good, 2: {**good, "csrs": '"x"'}})
+    state = cluster.converge(base_state(relations=[peer]))
+    assert state.unit_status.name == "active"
+    assert "; ignoring control-plane/2's peer data: csrs: " in state.unit_status.message
+    app = peers.read_peer_app(state.get_relations("cluster")[0].local_app_data)
+    assert app is not None
+    assert set(app.certificates) == {"control-plane/0", "control-plane/1"}
+
+
+def test_non_leader_names_the_leaders_malformed_key(cluster) -> None:
+    leader_state = cluster.ctx.run(cluster.ctx.on.update_status(), base_state())  # app secrets
+    peer = testing.PeerRelation(
+        "cluster", local_app_data={"ca-cert": '"x"', "front-proxy-ca-cert": '"x"'}
+    )
+    state = testing.State(
+        leader=False,
+        relations={peer, *(r for r in leader_state.relations if r.endpoint != "cluster")},
+        secrets=leader_state.secrets,
+    )
+    state = cluster.converge(state)
+    assert state.unit_status.name == "waiting"
+    assert state.unit_status.message.startswith("waiting for certificates from the leader: ")
+    assert state.unit_status.message.endswith(
+        "; ignoring the leader's peer data: certificates: missing"
+    )

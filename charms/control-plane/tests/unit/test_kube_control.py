@@ -166,3 +166,25 @@ def test_settings_flow_to_workers(cluster) -> None:
     assert app.dns_domain == "k8s.example"
     assert app.image_registry == "mirror.example:5000/k8s"
     assert app.kubernetes_version == "1.31.4"
+
+
+def test_refusing_a_node_csr_says_whose_and_what(cluster) -> None:
+    other = pki.Identity.of("system:node:w9", ["system:nodes"], ["w3"], ["10.0.1.8"])
+    state, _, app = _run(
+        cluster,
+        {0: worker_bag("w0", ["10.0.1.5"]), 3: worker_bag("w3", ["10.0.1.8"], csr_identity=other)},
+    )
+    assert app is not None
+    assert set(app.certificates) == {"worker/0"}
+    assert state.unit_status.name == "active"  # the control plane itself serves
+    assert state.unit_status.message.endswith(
+        "; refusing worker/3's node certificate request: CN does not match its node name"
+    )
+
+
+def test_refusing_addresses_names_the_key(cluster) -> None:
+    state, _, _ = _run(cluster, {2: worker_bag("w2", ["10.0.1.5", "10.0.9.9"])})
+    assert (
+        "refusing worker/2's node certificate request: addresses: not addresses of this unit"
+        in state.unit_status.message
+    )

@@ -124,8 +124,8 @@ def test_config_change_restarts_only_what_changed(cluster, root: pathlib.Path) -
 def test_active_status_is_honest_about_the_sandbox(cluster) -> None:
     state = cluster.converge(base_state())
     assert state.unit_status == testing.ActiveStatus(
-        "API https://192.0.2.0:6443 (1 control plane); services recorded only (sandbox), "
-        "cluster setup pending"
+        "API https://192.0.2.0:6443 (1 control plane); "
+        "services and cluster setup recorded only (sandbox)"
     )
 
 
@@ -145,29 +145,6 @@ def test_cluster_setup_manifests_are_rendered(cluster, root: pathlib.Path) -> No
     image = dns["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == "mirror.example/k8s/coredns/coredns:v1.11.3"
     assert "kubernetes cluster.local in-addr.arpa" in dns["ConfigMap"]["data"]["Corefile"]
-
-
-def test_cluster_setup_applies_once_when_the_api_answers(
-    cluster, root: pathlib.Path, monkeypatch
-) -> None:
-    """With services that really run, the leader applies the manifests once, then not again."""
-    calls: list[list[str]] = []
-
-    def fake_apply(host, kubectl, paths, digest, timeout=60):
-        calls.append(list(paths))
-        host.ensure_directory(cp.STATE_DIR)
-        host.write_file(f"{cp.STATE_DIR}/applied-manifests.sha256", digest + "\n")
-        return True
-
-    monkeypatch.setattr(cp, "apply_manifests", fake_apply)
-    monkeypatch.setattr(RecordingManager, "runs_processes", True)
-    state = cluster.converge(base_state())
-    assert calls == [
-        ["/etc/kubernetes/manifests/coredns.yaml", "/etc/kubernetes/manifests/rbac.yaml"]
-    ]
-    assert state.unit_status == testing.ActiveStatus(
-        "API https://192.0.2.0:6443 (1 control plane)"
-    )
 
 
 def test_non_leader_does_not_apply(ctx, root: pathlib.Path, monkeypatch) -> None:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CHARM_ROOT, base_state, cni_bag, service_argv, with_relation
+from conftest import CHARM_ROOT, CONTEXT_ROOT, base_state, cni_bag, service_argv, with_relation
 from ops import testing
 
 import charm
@@ -64,7 +64,7 @@ def test_settled_update_status_imports_no_crypto_writes_nothing_restarts_nothing
 ) -> None:
     env = {**os.environ, "PYTHONPATH": f"{CHARM_ROOT / 'src'}:{CHARM_ROOT.parents[1] / 'lib'}"}
     child = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(CHARM_ROOT)],
+        [sys.executable, "-c", _CHILD, str(CONTEXT_ROOT)],
         input=pickle.dumps(settled),
         capture_output=True,
         env=env,
