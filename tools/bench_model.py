@@ -41,7 +41,17 @@ def _by_app(model: Model, stats: RunStats) -> dict[str, list[dict[str, int]]]:
     return grouped
 
 
-def _step_row(label: str, model: Model, stats: RunStats) -> str:
+def _tool_figures(model: Model, since: int) -> str:
+    """Hook-tool calls per hook, mean/max per application, for the hooks run since ``since``."""
+    per_app: dict[str, list[int]] = {}
+    for unit, _, calls in model.tool_log[since:]:
+        per_app.setdefault(unit.split("/")[0], []).append(calls)
+    return ", ".join(
+        f"{a} {statistics.mean(c):.0f}/{max(c)}" for a, c in sorted(per_app.items()) if c
+    )
+
+
+def _step_row(label: str, model: Model, stats: RunStats, since: int = 0) -> str:
     grouped = _by_app(model, stats)
     hooks = {a: [c["hooks"] for c in cs if c["hooks"]] for a, cs in grouped.items()}
     per_app = ", ".join(
@@ -52,8 +62,8 @@ def _step_row(label: str, model: Model, stats: RunStats) -> str:
     writes = stats.total("files_written")
     active = sum(1 for u in model.world.units.values() if u.status[0] == "active" and not u.error)
     return (
-        f"| {label} | {stats.hooks} | {per_app} | {starts} | {restarts} | {writes} | "
-        f"{stats.seconds:.1f} | {active}/{len(model.world.units)} |"
+        f"| {label} | {stats.hooks} | {per_app} | {_tool_figures(model, since)} | {starts} | "
+        f"{restarts} | {writes} | {stats.seconds:.1f} | {active}/{len(model.world.units)} |"
     )
 
 
@@ -86,21 +96,28 @@ def run(max_workers: int, directory: Path) -> str:
     model = Model.create(directory / "model")
     model.deploy(bundle, (), ROOT / "charms", settle=False)
     steps = [_step_row("deploy bundles/k8s.yaml (2 workers)", model, model.settle())]
+    tool_total = sum(calls for _, _, calls in model.tool_log)
     probes = [_probe_row(model, 2)]
     workers = len(model.units_of("worker"))
     for target in (10, 50):
         if target > max_workers:
             break
         model.add_unit("worker", target - workers, settle=False)
+        since = len(model.tool_log)
         steps.append(
             _step_row(
-                f"add-unit worker -n {target - workers} ({target} workers)", model, model.settle()
+                f"add-unit worker -n {target - workers} ({target} workers)",
+                model,
+                model.settle(),
+                since,
             )
         )
         probes.append(_probe_row(model, target))
         workers = target + 1
+    since = len(model.tool_log)
     idle = model.run_everywhere("update-status")
     assert idle is not None
+    idle_tools = [calls for _, _, calls in model.tool_log[since:]]
     model.destroy()
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -113,11 +130,14 @@ def run(max_workers: int, directory: Path) -> str:
         f"{os.cpu_count()} CPUs): the real charms in the offline model, one hook at a time, "
         "services recorded (no processes). Hooks per unit are mean/max per application; "
         "starts, restarts and file writes are summed over all units (from each unit's "
-        "`Host.stats`).",
+        "`Host.stats`). Hook tools are the Juju hook commands ops ran (relation-get, "
+        "relation-set, config-get, is-leader, status-set, juju-log, ...), each a process and "
+        "a controller round trip under Juju: mean/max per hook per application "
+        "(kaji.model.hooktools).",
         "",
-        "| step | hooks | hooks per unit (mean/max) | starts | restarts | files written "
-        "| seconds | active |",
-        "|---|---|---|---|---|---|---|---|",
+        "| step | hooks | hooks per unit (mean/max) | hook tools per hook (mean/max) | starts "
+        "| restarts | files written | seconds | active |",
+        "|---|---|---|---|---|---|---|---|---|",
         *steps,
         "",
         "What an existing worker pays when one more worker joins (worker/0 and its cni "
@@ -131,7 +151,9 @@ def run(max_workers: int, directory: Path) -> str:
         "",
         f"A settled cluster of {len(idle.per_unit)} units then ran update-status everywhere: "
         f"{idle.hooks} hooks, {idle.total('files_written')} file writes, "
-        f"{idle.total('services_restarted')} restarts, {idle.seconds:.1f} s.",
+        f"{idle.total('services_restarted')} restarts, {idle.seconds:.1f} s; "
+        f"{sum(idle_tools)} hook-tool calls ({max(idle_tools, default=0)} at most in one "
+        f"hook). Deploying took {tool_total} hook-tool calls in all.",
         "",
     ]
     return "\n".join(lines)

@@ -28,6 +28,24 @@ def source_bundle(tmp_path: Path, bundle: Path) -> Path:
     return copy
 
 
+@pytest.fixture(autouse=True)
+def _destroy_test_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Destroy every model a test created: its processes stop, its loopback range is freed."""
+    created: list[Model] = []
+    original = Model.create.__func__  # type: ignore[attr-defined]
+
+    def create(cls: type[Model], *args: object, **kwargs: object) -> Model:
+        model = original(cls, *args, **kwargs)
+        created.append(model)
+        return model
+
+    monkeypatch.setattr(Model, "create", classmethod(create))
+    yield
+    for model in created:
+        if (model.directory / "model.json").exists():
+            Model.load(model.directory).destroy()
+
+
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Iterator[Path]:
     """A model directory whose processes are stopped when the test ends."""

@@ -29,8 +29,8 @@ def test_default_bundle_is_valid_against_the_charm_sources() -> None:
     assert {str(r) for r in bundle.relations} == {
         "etcd:db control-plane:etcd",
         "control-plane:kube-control worker:kube-control",
-        "cni:cni control-plane:cni",
-        "cni:cni worker:cni",
+        "control-plane:cni cni:cni",  # provider first: the principals provide kaji-cni
+        "worker:cni cni:cni",
     }
     assert {r.interface for r in bundle.relations if r.container_scoped} == {"kaji-cni"}
     assert bundle.base == "ubuntu@24.04"
@@ -64,6 +64,8 @@ def charms_dir(tmp_path: Path) -> Path:
         yaml.safe_dump(
             {
                 "name": "impostor-db",
+                "summary": "an impostor",
+                "description": "speaks mysql on db",
                 "provides": {"db": {"interface": "mysql"}},
                 "config": {"options": {"port": {"type": "int", "default": 1}}},
             }

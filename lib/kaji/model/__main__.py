@@ -7,6 +7,10 @@
     python -m kaji.model config control-plane key=value
     python -m kaji.model leader control-plane/1         move leadership
     python -m kaji.model run update-status              a hook on every unit
+    python -m kaji.model run-action etcd/0 ACTION [k=v ...]   a Juju action; prints results
+    python -m kaji.model wait [--minutes N]             let model time pass (update-status...)
+    python -m kaji.model refresh worker [--path DIR]    new charm code: upgrade-charm
+    python -m kaji.model attach-resource etcd etcd FILE resource-get gives FILE: upgrade-charm
     python -m kaji.model status [--format json]
     python -m kaji.model destroy                        stop every process, remove the model
 
@@ -134,6 +138,8 @@ def _command(args: argparse.Namespace) -> int:
         print(f"stopped {len(stopped)} service(s); removed {model.directory}")
         return EXIT_OK
     model = Model.load(args.model_dir, seed=args.seed)
+    if args.command == "run-action":
+        return _run_action(model, args)
     if args.command == "status":
         from kaji.model.status import format_status, format_status_json
 
@@ -168,6 +174,27 @@ def _command(args: argparse.Namespace) -> int:
         elif args.command == "leader":
             model.set_leader(args.unit, settle=False)
             what = f"{args.unit} is the leader"
+        elif args.command == "wait":
+            model.save()
+            stats = model.wait(args.minutes)
+            return _finish(
+                model,
+                f"waited {args.minutes:g} minutes (model time now {model.now:%Y-%m-%d %H:%M}Z): "
+                f"{stats.hooks} hooks, {stats.seconds:.1f}s",
+            )
+        elif args.command == "refresh":
+            model.refresh(args.application, args.path, settle=False)
+            what = f"refreshed {args.application}"
+        elif args.command == "attach-resource":
+            name, sep, file = args.resource.partition("=")
+            if not sep:
+                file, name = name, args.file or ""
+            elif args.file:
+                raise ModelError("give the resource as NAME=FILE or NAME FILE, not both")
+            if not name or not file:
+                raise ModelError("expected NAME=FILE (or NAME FILE)")
+            new = model.attach_resource(args.application, name, file, settle=False)
+            what = f"attached {name} to {args.application}" + ("" if new else " (unchanged)")
         else:  # run
             model.run_everywhere(args.hook, settle=False)
             what = f"ran {args.hook} on every unit"
@@ -181,6 +208,67 @@ def _command(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_PROBLEM
     return _finish(model, f"{what}: {stats.hooks} hooks, {stats.seconds:.1f}s")
+
+
+def parse_action_args(settings: Sequence[str], *, strings: bool = False) -> dict[str, object]:
+    """``key=value`` action params as ``juju run`` reads them.
+
+    Values are YAML (``n=3`` is an int, ``on=true`` a boolean) unless ``strings``
+    (``--string-args``); a dotted key (``file.kind=xz``) makes nested mappings.
+    """
+    import yaml
+
+    from kaji.model.engine import ModelError
+
+    params: dict[str, object] = {}
+    for setting in settings:
+        key, sep, raw = setting.partition("=")
+        if not sep or not key:
+            raise ModelError(f"expected key=value, got {setting!r}")
+        value: object = raw
+        if not strings:
+            try:
+                value = yaml.safe_load(raw) if raw else ""
+            except yaml.YAMLError:
+                value = raw
+        *parents, leaf = key.split(".")
+        target = params
+        for part in parents:
+            nested = target.setdefault(part, {})
+            if not isinstance(nested, dict):
+                raise ModelError(f"{key!r}: {part!r} is already a value")
+            target = nested
+        target[leaf] = value
+    return params
+
+
+def _run_action(model: object, args: argparse.Namespace) -> int:
+    """Run one action, print its outcome as ``juju run`` does (YAML), save the model."""
+    import yaml
+
+    from kaji.model.engine import Model, NotConverging
+
+    assert isinstance(model, Model)
+    settings = [a for a in args.params if a != "--string-args"]
+    strings = args.string_args or len(settings) != len(args.params)
+    params = parse_action_args(settings, strings=strings)
+    record = model.run_action(args.unit, args.action, params, settle=False)
+    model.save()
+    try:
+        model.settle()
+    except NotConverging as e:
+        model.save()
+        print(str(e), file=sys.stderr)
+        return EXIT_PROBLEM
+    model.save()
+    shown: dict[str, object] = {"id": record["id"], "status": record["status"]}
+    if record["message"]:
+        shown["message"] = record["message"]
+    if record["log"]:
+        shown["log"] = record["log"]
+    shown["results"] = record["results"]
+    print(yaml.safe_dump({record["unit"]: shown}, sort_keys=False).rstrip())
+    return EXIT_OK if record["status"] == "completed" else EXIT_PROBLEM
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,6 +323,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("unit")
     p = add("run", "run a hook on every unit (update-status, config-changed)")
     p.add_argument("hook", choices=["update-status", "config-changed", "upgrade-charm"])
+    p = add("run-action", "run a Juju action on a unit (app/leader: the leader)")
+    p.add_argument("unit")
+    p.add_argument("action")
+    p.add_argument(
+        "params",
+        nargs=argparse.REMAINDER,
+        metavar="key=value",
+        help="YAML values (n=3 is an int); --string-args anywhere: every value a string",
+    )
+    p.add_argument("--string-args", action="store_true", help=argparse.SUPPRESS)
+    p = add("wait", "let model time pass: update-status every 5 minutes, secret deadlines")
+    p.add_argument("--minutes", type=float, default=5.0, help="how long (default 5)")
+    p = add("refresh", "run new charm code (upgrade-charm, then config-changed)")
+    p.add_argument("application")
+    p.add_argument("--path", default=None, help="the new charm (default: the source, re-read)")
+    p = add("attach-resource", "give a charm resource a file (upgrade-charm)")
+    p.add_argument("application")
+    p.add_argument("resource", metavar="NAME=FILE")
+    p.add_argument("file", nargs="?", default=None, help=argparse.SUPPRESS)
     p = add("status", "show the model")
     p.add_argument("--format", choices=["tabular", "json"], default="tabular")
     add("destroy", "stop every process of the model and remove its directory")

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from kaji.model.metadata import metadata_problems
+
 #: Keys a Juju 3.6 bundle may hold at the top level.
 BUNDLE_KEYS = frozenset(
     {
@@ -94,6 +96,8 @@ class CharmInfo:
     subordinate: bool
     endpoints: Mapping[str, Endpoint]
     options: Mapping[str, Mapping[str, Any]]
+    #: The metadata as read (charmcraft.yaml, or metadata.yaml with ``config``).
+    meta: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def packed(self) -> bool:
@@ -149,22 +153,26 @@ def charm_info_from_metadata(meta: Mapping[str, Any], source: Path) -> CharmInfo
     """Read the endpoints and options out of charmcraft.yaml (or metadata+config) content."""
     endpoints: dict[str, Endpoint] = {}
     for role in ("provides", "requires", "peers"):
-        for name, spec in (meta.get(role) or {}).items():
-            spec = spec or {}
+        section = meta.get(role) or {}
+        for name, spec in section.items() if isinstance(section, Mapping) else ():
+            spec = {"interface": spec} if isinstance(spec, str) else spec
+            spec = spec if isinstance(spec, Mapping) else {}
             endpoints[name] = Endpoint(
                 name=name,
                 role=role,
                 interface=str(spec.get("interface", "")),
                 scope=str(spec.get("scope", "global")),
-                limit=spec.get("limit"),
+                limit=spec.get("limit") if isinstance(spec.get("limit"), int) else None,
             )
-    options = ((meta.get("config") or {}).get("options")) or {}
+    config = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
+    options = (config or {}).get("options") or {}
     return CharmInfo(
         name=str(meta.get("name", "")),
         source=source,
         subordinate=bool(meta.get("subordinate", False)),
         endpoints=endpoints,
-        options=options,
+        options=options if isinstance(options, Mapping) else {},
+        meta=meta,
     )
 
 
@@ -177,13 +185,12 @@ def read_charm(source: Path) -> CharmInfo:
     with zipfile.ZipFile(source) as archive:
         names = set(archive.namelist())
         meta: dict[str, Any] = {}
-        for member in ("charmcraft.yaml", "metadata.yaml", "config.yaml", "actions.yaml"):
-            if member in names:
-                content = yaml.safe_load(archive.read(member)) or {}
-                if member == "config.yaml":
-                    meta["config"] = content
-                elif member != "actions.yaml":
-                    meta.update(content)
+        # Juju reads metadata.yaml and config.yaml; charmcraft.yaml only stands in for them.
+        first = "metadata.yaml" if "metadata.yaml" in names else "charmcraft.yaml"
+        if first in names:
+            meta.update(yaml.safe_load(archive.read(first)) or {})
+        if "config.yaml" in names:
+            meta["config"] = yaml.safe_load(archive.read("config.yaml")) or {}
     return charm_info_from_metadata(meta, source)
 
 
@@ -273,6 +280,14 @@ def _resolve_charm(
         f"source under charms/ (known: {', '.join(sorted(sources)) or 'none'})"
     )
     return None
+
+
+def _display(path: Path) -> str:
+    """A path relative to the working directory when it is under it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _check_options(app: str, charm: CharmInfo, options: Any, problems: list[str]) -> None:
@@ -385,6 +400,7 @@ def load_bundle(
         problems.append(f"default-base must be like ubuntu@24.04, got {base!r}")
 
     apps: dict[str, Application] = {}
+    checked: set[Path] = set()
     app_specs = data.get("applications")
     if not isinstance(app_specs, dict) or not app_specs:
         problems.append("the bundle has no applications")
@@ -399,6 +415,9 @@ def load_bundle(
         charm = _resolve_charm(name, spec.get("charm"), path.parent, sources, problems)
         if charm is None:
             continue
+        if charm.source not in checked:  # Juju's own metadata check, once per charm
+            checked.add(charm.source)
+            problems += metadata_problems(charm.meta, f"charm {_display(charm.source)}")
         units = spec.get("num_units", 0 if charm.subordinate else 1)
         if charm.subordinate:
             if "num_units" in spec or "to" in spec:

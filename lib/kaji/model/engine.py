@@ -23,11 +23,15 @@ import time
 import traceback
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from kaji import clock
 from kaji.model.bundle import CONFIG_TYPES, Bundle, load_bundle
 from kaji.model.charms import CharmCode
+from kaji.model.hooktools import count_hook_tools
+from kaji.model.network import container_bindings
 from kaji.model.world import (
     LIFECYCLE,
     App,
@@ -57,6 +61,12 @@ COUNTERS = (
 )
 DEFAULT_MODEL_DIR = ".kaji-model"
 MODEL_FILE = "model.json"
+#: Juju's default update-status-hook-interval (environs/config DefaultUpdateStatusHookInterval).
+UPDATE_STATUS_INTERVAL = 300.0
+#: Juju's RotateRetryDelay and ExpireRetryDelay (core/secrets/rotate.go).
+SECRET_RETRY_DELAY = 300.0
+#: The longest gap ``wait`` leaves between update-status rounds while nothing changes.
+DEFAULT_MAX_GAP_MINUTES = 24 * 60.0
 
 logger = logging.getLogger(__name__)
 
@@ -187,9 +197,11 @@ class Model:
     """An offline Juju model in a directory; see the module docstring.
 
     Create one with ``Model.create(dir)`` (or open a saved one with ``Model.load(dir)``), then
-    ``deploy``, ``add_unit``, ``remove_unit``, ``set_config``, ``set_leader``; each runs the
-    hooks until nothing is pending. ``save`` writes ``model.json``; ``destroy`` stops every
-    process the charms started and removes the directory.
+    ``deploy``, ``add_unit``, ``remove_unit``, ``set_config``, ``set_leader``, ``run_action``,
+    ``refresh``, ``attach_resource``; each runs the hooks until nothing is pending. ``wait``
+    lets model time pass (update-status, the secrets' timed hooks). ``save`` writes
+    ``model.json``; ``destroy`` stops every process the charms started and removes the
+    directory.
     """
 
     def __init__(self, directory: Path, world: World, *, seed: int | None = None) -> None:
@@ -197,8 +209,12 @@ class Model:
         self.world = world
         # Shuffles delivery order (reproducibly from the seed); nothing secret about it.
         self.rng = random.Random(seed) if seed is not None else None  # noqa: S311
-        self._code: dict[str, CharmCode] = {}
+        self._code: dict[tuple[str, str, int], CharmCode] = {}
         self._cursor = 0
+        #: Container relations whose remote unit the unit being run has not joined.
+        self._unjoined: set[int] = set()
+        #: Every hook run by this object: (unit, hook, hook-tool calls), for benchmarks.
+        self.tool_log: list[tuple[str, str, int]] = []
         #: The last events run, newest last (for NotConverging reports).
         self.history: collections.deque[tuple[str, Event]] = collections.deque(maxlen=40)
 
@@ -225,7 +241,17 @@ class Model:
             raise ModelError(f"{directory} already holds a model (destroy it first)")
         directory.mkdir(parents=True, exist_ok=True)
         world = World(uuid=str(uuid.uuid4()), processes=processes)
-        return cls(directory, world, seed=seed)
+        world.clock = float(int(time.time()))
+        from kaji.model.network import NetworkError, claim_range, network_range
+
+        try:
+            block = claim_range(directory)
+        except NetworkError as error:
+            raise ModelError(str(error)) from None
+        world.network = {"block": block, "range": network_range(block)}
+        model = cls(directory, world, seed=seed)
+        model.save()  # the claim is held while model.json records it
+        return model
 
     @classmethod
     def load(cls, directory: Path | str = DEFAULT_MODEL_DIR, *, seed: int | None = None) -> Model:
@@ -235,6 +261,8 @@ class Model:
         if not path.exists():
             raise ModelError(f"no model in {directory} (run deploy first)")
         world = World.from_json(json.loads(path.read_text()))
+        if not world.clock:  # saved before the model had a clock
+            world.clock = float(int(time.time()))
         return cls(directory, world, seed=seed)
 
     def save(self) -> Path:
@@ -253,7 +281,13 @@ class Model:
         stopped: list[str] = []
         for machine_id in sorted(self.world.machines):
             stopped += [f"{machine_id}/{s}" for s in self._stop_machine_processes(machine_id)]
+        from kaji.model.network import release_range, stop_forwarders
+
+        for forwarders in (self.directory / "network").glob("*"):
+            stop_forwarders(forwarders)
         shutil.rmtree(self.directory, ignore_errors=True)
+        if "block" in self.world.network:
+            release_range(int(self.world.network["block"]), self.directory)
         return stopped
 
     # -- paths --------------------------------------------------------------------------------
@@ -306,10 +340,11 @@ class Model:
     def code(self, app: str) -> CharmCode:
         """The loaded charm of an application."""
         info = self.world.apps[app]
-        if info.charm not in self._code:
-            work = self.directory / "charms" / info.charm
-            self._code[info.charm] = CharmCode(Path(info.source), work)
-        return self._code[info.charm]
+        key = (info.charm, info.source, info.revision)
+        if key not in self._code:
+            name = info.charm if info.revision == 0 else f"{info.charm}@{info.revision}"
+            self._code[key] = CharmCode(Path(info.source), self.directory / "charms" / name)
+        return self._code[key]
 
     # -- deploy and scale ---------------------------------------------------------------------
 
@@ -447,6 +482,475 @@ class Model:
                 self._queue(unit, Event(kind))
         return self.settle() if settle else None
 
+    # -- time, actions, refresh, resources ------------------------------------------------------
+
+    @property
+    def now(self) -> datetime:
+        """The model's clock: what the charms read through ``kaji.clock``."""
+        return datetime.fromtimestamp(self.world.clock, timezone.utc)
+
+    def run_action(
+        self,
+        unit_name: str,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        settle: bool = True,
+    ) -> dict[str, Any]:
+        """Queue a Juju action on a unit (``app/leader`` names the leader); run it when settling.
+
+        The params are checked against the charm's action schema as Juju checks them (JSON
+        Schema, ``additionalProperties: false`` unless the action says otherwise) and the
+        schema's defaults filled in. Returns the action's record: ``id``, ``unit``, ``name``,
+        ``params``, ``status`` (pending, completed, failed, cancelled), ``message``, ``results``
+        and ``log``; with ``settle=False`` it stays pending until the next settle.
+
+        Raises:
+            ModelError: no such unit or action, or the params do not validate.
+        """
+        w = self.world
+        if unit_name.endswith("/leader"):
+            app_name = unit_name.rsplit("/", 1)[0]
+            leader = self._app(app_name).leader
+            if leader is None:
+                raise ModelError(f"{app_name} has no leader")
+            unit_name = leader
+        unit = w.units.get(unit_name)
+        if unit is None:
+            raise ModelError(f"no unit {unit_name}")
+        actions = self.code(unit.app).actions
+        if action not in actions:
+            known = ", ".join(sorted(actions)) or "none"
+            raise ModelError(f"{unit.app} has no action {action!r} (actions: {known})")
+        values = action_params(action, actions[action] or {}, params or {})
+        w.next_action += 1
+        action_id = str(w.next_action)
+        w.actions[action_id] = {
+            "id": action_id,
+            "unit": unit.name,
+            "name": action,
+            "params": values,
+            "status": "pending",
+            "message": "",
+            "results": {},
+            "log": [],
+        }
+        unit.actions.append(action_id)
+        if settle:
+            self.settle()
+        return w.actions[action_id]
+
+    def wait(
+        self, minutes: float = 5.0, *, max_gap_minutes: float = DEFAULT_MAX_GAP_MINUTES
+    ) -> RunStats:
+        """Let model time pass: update-status and the secrets' timed hooks, as Juju runs them.
+
+        Every installed unit runs update-status each Juju default interval (5 minutes; with a
+        seed, ±20% per unit as Juju's timer does); secret-rotate and secret-expired reach the
+        owner when due. To cover months quickly, once an hour has passed in which nothing
+        observable changed (no databag, secret, status or error change, no service started,
+        restarted or stopped; files a charm rewrites for itself do not count), the interval
+        grows with the idle time (5 minutes per idle hour) up to ``max_gap_minutes`` (5 keeps
+        the exact cadence); any change brings it back to 5 minutes. Secret deadlines are never
+        skipped.
+        """
+        if minutes < 0:
+            raise ModelError("time only runs forwards")
+        w = self.world
+        end = w.clock + minutes * 60
+        stretch, idle_since = 1.0, w.clock
+        limit = max(1.0, max_gap_minutes * 60 / UPDATE_STATUS_INTERVAL)
+        for unit in w.units.values():
+            if unit.next_update_status is None and unit.hooks_by_kind.get("install"):
+                unit.next_update_status = w.clock + self._update_status_interval()
+        before = self.counters()
+        started = time.perf_counter()
+        hooks = 0
+        while True:
+            due = self._next_due()
+            if due is None or due > end:
+                w.clock = end
+                break
+            w.clock = max(w.clock, due)
+            self._fire_due(stretch)
+            snapshot = self._observable()
+            stats = self.settle()
+            hooks += stats.hooks
+            changed = snapshot != self._observable() or any(
+                stats.total(counter) for counter in _HOST_CHANGES
+            )
+            if changed:
+                stretch, idle_since = 1.0, w.clock
+                soon = w.clock + UPDATE_STATUS_INTERVAL
+                for unit in w.units.values():
+                    if unit.next_update_status is not None:
+                        unit.next_update_status = min(unit.next_update_status, soon)
+            else:
+                stretch = min(limit, max(1.0, (w.clock - idle_since) / _IDLE_BEFORE_STRETCH))
+        after = self.counters()
+        moved = {
+            name: {k: v - before.get(name, {}).get(k, 0) for k, v in counters.items()}
+            for name, counters in after.items()
+        }
+        return RunStats(hooks, time.perf_counter() - started, moved)
+
+    def refresh(self, app: str, path: Path | str | None = None, *, settle: bool = True) -> None:
+        """``juju refresh``: run new charm code (``path``, or the source again, re-read).
+
+        Every installed unit of the application runs upgrade-charm, then config-changed, before
+        anything else it has pending (Juju's uniter upgrades first and queues config-changed
+        after upgrade-charm). Options the new charm no longer declares are dropped.
+
+        Raises:
+            ModelError: the new charm cannot be loaded, is another charm, or lacks an endpoint
+                an existing relation uses.
+        """
+        from kaji.model.charms import CharmLoadError
+
+        info = self._app(app)
+        source = Path(path).absolute() if path is not None else Path(info.source)
+        work = self.directory / "charms" / f"{info.charm}@{info.revision + 1}"
+        try:
+            code = CharmCode(source, work)
+        except CharmLoadError as e:
+            shutil.rmtree(work, ignore_errors=True)
+            raise ModelError(f"cannot refresh {app}: {e}") from None
+        problems = []
+        if code.name != info.charm:
+            problems.append(f"{source} is charm {code.name}, not {info.charm}")
+        if bool(code.meta.get("subordinate", False)) != info.subordinate:
+            problems.append(f"{source} changes whether {info.charm} is a subordinate")
+        for rel in self.world.relations.values():
+            if app not in rel.endpoints:
+                continue
+            endpoint = rel.endpoints[app]
+            try:
+                spec = code.endpoint(endpoint)
+            except KeyError:
+                problems.append(f"relation {rel} needs endpoint {endpoint!r}, gone from {source}")
+                continue
+            if str(spec.get("interface", "")) != rel.interface:
+                problems.append(
+                    f"endpoint {endpoint!r} of {source} has interface "
+                    f"{spec.get('interface')!r}, relation {rel} uses {rel.interface!r}"
+                )
+        if problems:
+            shutil.rmtree(work, ignore_errors=True)
+            raise ModelError(f"cannot refresh {app}: " + "; ".join(problems))
+        info.revision += 1
+        info.source = str(source)
+        self._code[(info.charm, info.source, info.revision)] = code
+        options = code.config.get("options") or {}
+        for key in [k for k in info.config if k not in options]:
+            del info.config[key]
+        self._upgrade(app)
+        if settle:
+            self.settle()
+
+    def attach_resource(
+        self, app: str, name: str, file: Path | str, *, settle: bool = True
+    ) -> bool:
+        """``juju attach-resource``: the file becomes what resource-get gives the units.
+
+        New content makes every installed unit run upgrade-charm (then config-changed), as
+        Juju does when a resource's bytes change; the same content again changes nothing.
+        Returns whether the content was new.
+
+        Raises:
+            ModelError: the charm declares no such file resource, or the file is missing.
+        """
+        info = self._app(app)
+        resources = self.code(app).meta.get("resources") or {}
+        spec = resources.get(name)
+        if spec is None:
+            known = ", ".join(sorted(resources)) or "none"
+            raise ModelError(f"{info.charm} has no resource {name!r} (resources: {known})")
+        if (spec or {}).get("type", "file") != "file":
+            raise ModelError(f"resource {name!r} is not a file resource")
+        source = Path(file)
+        if not source.is_file():
+            raise ModelError(f"no file {source}")
+        content = source.read_bytes()
+        filename = str((spec or {}).get("filename") or source.name)
+        target = self.directory / "resources" / app / name / filename
+        current = Path(info.resources[name]) if name in info.resources else None
+        if current is not None and current.is_file() and current.read_bytes() == content:
+            return False
+        if current is not None and current != target:
+            current.unlink(missing_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        info.resources[name] = str(target)
+        self._upgrade(app)
+        if settle:
+            self.settle()
+        return True
+
+    def _upgrade(self, app: str) -> None:
+        """Queue upgrade-charm then config-changed first on every installed unit of ``app``."""
+        for unit in self.units_of(app):
+            if not unit.hooks_by_kind.get("install"):
+                continue  # not installed yet: it installs the new charm
+            unit.queue = [
+                e for e in unit.queue if e.kind not in ("upgrade-charm", "config-changed")
+            ]
+            unit.queue[0:0] = [Event("upgrade-charm"), Event("config-changed")]
+
+    # -- internals: time and secrets' timed hooks -----------------------------------------------
+
+    def _update_status_interval(self, stretch: float = 1.0) -> float:
+        """The time to a unit's next update-status (Juju randomises it by ±20%)."""
+        jitter = 0.8 + 0.4 * self.rng.random() if self.rng is not None else 1.0
+        return UPDATE_STATUS_INTERVAL * stretch * jitter
+
+    def _next_due(self) -> float | None:
+        """The model time of the next update-status or secret deadline, if any."""
+        times = [
+            u.next_update_status
+            for u in self.world.units.values()
+            if u.next_update_status is not None and not u.dying
+        ]
+        for record in self.world.secrets.values():
+            if record.next_rotate is not None and record.rotating is None:
+                times.append(record.next_rotate)
+            times += record.expiry.values()
+        return min(times) if times else None
+
+    def _fire_due(self, stretch: float) -> None:
+        """Queue every update-status and secret hook due by now."""
+        w = self.world
+        for unit in sorted(w.units.values(), key=lambda u: u.name):
+            due = unit.next_update_status
+            if due is None or unit.dying or due > w.clock:
+                continue
+            self._queue(unit, Event("update-status"))
+            unit.next_update_status = w.clock + self._update_status_interval(stretch)
+        for record in list(w.secrets.values()):
+            owner = self._secret_owner_unit(record)
+            due = record.next_rotate
+            if due is not None and record.rotating is None and due <= w.clock:
+                if owner is None:  # no leader to run it yet: try again shortly
+                    record.next_rotate = w.clock + SECRET_RETRY_DELAY
+                else:
+                    record.rotating = (due, record.latest)
+                    record.next_rotate = None
+                    self._queue(owner, Event("secret-rotate", secret=record.id))
+            for revision, due in sorted(record.expiry.items()):
+                if due > w.clock:
+                    continue
+                if revision not in record.revisions:
+                    del record.expiry[revision]
+                    continue
+                # Juju repeats secret-expired until the owner removes the revision.
+                record.expiry[revision] = due + SECRET_RETRY_DELAY
+                if owner is not None:
+                    self._queue(
+                        owner, Event("secret-expired", secret=record.id, revision=revision)
+                    )
+
+    def _observable(self) -> str:
+        """What an idle update-status round must leave unchanged (see ``wait``)."""
+        w = self.world
+        return json.dumps(
+            [
+                [[r.app_data, r.unit_data] for r in w.relations.values()],
+                [[s.revisions, s.latest, s.tracked] for s in w.secrets.values()],
+                [[u.name, u.status, u.error, u.workload_version] for u in w.units.values()],
+                [[a.leader, a.status] for a in w.apps.values()],
+            ],
+            sort_keys=True,
+            default=str,
+        )
+
+    def _secret_owner_unit(self, record: SecretRecord) -> Unit | None:
+        """The unit that runs the owner's secret hooks: the owner unit or the app's leader.
+
+        None while there is none able to (dying, not installed, no leader): Juju runs no
+        secret hook on a dying unit.
+        """
+        w = self.world
+        if record.owner_is_app:
+            app = w.apps.get(record.owner)
+            name = app.leader if app is not None else None
+        else:
+            name = record.owner
+        unit = w.units.get(name) if name else None
+        if unit is None or unit.dying or not unit.hooks_by_kind.get("install"):
+            return None
+        return unit
+
+    def _check_secret_triggers(self) -> None:
+        """Queue secret-remove for each revision no consumer tracks any more, on its owner."""
+        for record in self.world.secrets.values():
+            owner = self._secret_owner_unit(record)
+            if owner is None:
+                continue
+            app_of = {n: n.rsplit("/", 1)[0] for n in record.tracked}
+            tracked = {
+                rev
+                for name, rev in record.tracked.items()
+                if not (
+                    app_of[name] == record.owner if record.owner_is_app else name == record.owner
+                )
+            }
+            for revision in sorted(record.revisions):
+                if revision == record.latest or revision in tracked:
+                    continue
+                if revision in record.obsolete_done:
+                    continue
+                event = Event("secret-remove", secret=record.id, revision=revision)
+                self._queue(owner, event)
+
+    def _after_secret_hook(self, event: Event) -> None:
+        """Book-keeping once an owner's secret hook has run."""
+        record = self.world.secrets.get(event.secret or "")
+        if record is None:
+            return
+        if event.kind == "secret-rotate" and record.rotating is not None:
+            due, revision = record.rotating
+            record.rotating = None
+            if record.rotate:
+                # Juju: next rotation one period after the last due time when a new revision
+                # was made, else retry after RotateRetryDelay.
+                rotated = record.latest > revision
+                record.next_rotate = (
+                    _next_rotate(record.rotate, due) if rotated else due + SECRET_RETRY_DELAY
+                )
+        removed, done = event.revision, record.obsolete_done
+        if event.kind == "secret-remove" and removed is not None and removed not in done:
+            done.append(removed)
+
+    def _apply_removed_revisions(self, removed: Sequence[tuple[str, int]]) -> None:
+        """Drop the secret revisions a hook removed (secret-remove / remove_revision)."""
+        for secret_id, revision in removed:
+            record = self.world.secrets.get(secret_id)
+            if record is None or revision == record.latest:
+                continue
+            record.revisions.pop(revision, None)
+            record.expiry.pop(revision, None)
+            record.expires.pop(revision, None)
+            for name, tracked in list(record.tracked.items()):
+                if tracked == revision:
+                    del record.tracked[name]
+
+    # -- internals: leadership ------------------------------------------------------------------
+
+    def _claim_pending(self, app_name: str) -> bool:
+        """Whether a live unit of the application is about to run its first leader-elected."""
+        return any(
+            u.app == app_name and not u.dying and Event("leader-elected") in u.queue
+            for u in self.world.units.values()
+        )
+
+    def _queue_first_election(self, unit: Unit) -> None:
+        """Queue an application's first leader-elected on the unit.
+
+        Juju runs leader-elected only once the unit is installed; its leadership tracker may
+        claim the lease when the agent starts (is-leader true even in install) or later.
+        Without a seed: leader-elected after install and relation-created, leadership taken
+        as it runs. With a seed: after any of the unit's first hooks, taken early or late.
+        """
+        position = unit.queue.index(Event("config-changed"))
+        if self.rng is not None:
+            position = self.rng.randint(1, len(unit.queue))
+            if self.rng.random() < 0.5:
+                self.world.apps[unit.app].leader = unit.name
+        unit.queue.insert(position, Event("leader-elected"))
+
+    def _elect(self, app_name: str) -> None:
+        """Elect a leader among the application's live units when it has none, nor a claim.
+
+        Without a seed the lowest-numbered unit wins; with a seed, any of them.
+        """
+        app = self.world.apps.get(app_name)
+        if app is None or app.leader is not None or self._claim_pending(app_name):
+            return
+        candidates = self.units_of(app_name)
+        if not candidates:
+            return
+        chosen = self.rng.choice(candidates) if self.rng is not None else candidates[0]
+        app.leader = chosen.name
+        self._queue(chosen, Event("leader-elected"))
+
+    # -- internals: running one action ----------------------------------------------------------
+
+    def _action_ready(self, unit: Unit) -> bool:
+        """Whether the unit runs a queued action next (Juju: once installed, even in error)."""
+        return bool(unit.actions) and bool(unit.hooks_by_kind.get("install"))
+
+    def _run_action(self, unit: Unit) -> None:
+        """Run the unit's oldest queued action, then collect-status, as ops dispatches one."""
+        from ops import testing
+        from scenario.errors import UncaughtCharmError
+
+        from kaji.model.network import container_bindings
+
+        w = self.world
+        record = w.actions[unit.actions.pop(0)]
+        event = Event(f"{record['name']} action")
+        code = self.code(unit.app)
+        state, _ = self._state_for(unit, event)
+        machine = w.machines[unit.machine]
+        env = self._hook_env(machine)
+        ctx = testing.Context(
+            code.charm_type,
+            meta=code.metadata,
+            config=code.config,
+            actions=code.actions,
+            charm_root=code.root,
+            app_name=unit.app,
+            unit_id=unit.number,
+            machine_id=str(machine.id),
+            principal_unit=unit.principal,
+        )
+        self.history.append((unit.name, event))
+        unit.counters["actions"] = unit.counters.get("actions", 0) + 1
+        hosts: list[Any] = []
+        removed: list[tuple[str, int]] = []
+        out: Any = None
+        status, message, failure = "completed", "", None
+        try:
+            with (
+                _environment(env),
+                _collect_hosts(hosts),
+                _fast_metadata_yaml(),
+                code.imports(),
+                container_bindings(),
+                _juju_semantics(removed=removed, unjoined=self._unjoined),
+            ):
+                out = ctx.run(ctx.on.action(record["name"], params=record["params"]), state)
+        except testing.ActionFailed as e:
+            status, message, out = "failed", e.message, e.state
+        except UncaughtCharmError as e:
+            cause = e.__cause__ or e
+            # The dispatch exits non-zero: Juju fails the action; the unit is not in error.
+            status, message = "failed", "exit status 1"
+            failure = "".join(traceback.format_exception(cause))
+        finally:
+            self._add_host_stats(unit, hosts)
+            ctx.close()
+        record.update(
+            status=status,
+            message=message,
+            results=json.loads(json.dumps(ctx.action_results or {}, default=str)),
+            log=list(ctx.action_logs),
+        )
+        self._log(unit, ctx, event, failure)
+        if out is not None:
+            self._absorb(unit, event, state, out)
+            self._apply_removed_revisions(removed)
+            self._check_secret_triggers()
+
+    def _hook_env(self, machine: Machine) -> dict[str, str]:
+        """The environment a hook or action runs with on ``machine``."""
+        return {
+            "KAJI_HOST_ROOT": str(self.machine_root(machine.id)),
+            "KAJI_HOST_HOSTNAME": machine.hostname,
+            "KAJI_HOST_LOOPBACK": machine.loopback or machine.address,
+            "KAJI_HOST_PROCESSES": "1" if self.world.processes else "0",
+            clock.OFFSET_ENV: repr(self.world.clock - time.time()),
+        }
+
     # -- internals: building the world --------------------------------------------------------
 
     def _app(self, name: str) -> App:
@@ -476,7 +980,20 @@ class Model:
         w = self.world
         mid = w.next_machine
         w.next_machine += 1
-        machine = Machine(id=mid, hostname=f"machine-{mid}", address=machine_address(mid))
+        if "block" in w.network:
+            from kaji.model.network import machine_addresses
+
+            a = machine_addresses(int(w.network["block"]), mid)
+            machine = Machine(
+                id=mid,
+                hostname=f"machine-{mid}",
+                address=a.ingress,
+                bind=a.bind,
+                public=a.public,
+                loopback=a.loopback,
+            )
+        else:  # a model saved before ranges: one address for everything
+            machine = Machine(id=mid, hostname=f"machine-{mid}", address=machine_address(mid))
         w.machines[mid] = machine
         self.machine_root(mid).mkdir(parents=True, exist_ok=True)
         return machine
@@ -498,16 +1015,11 @@ class Model:
             if self._in_relation(unit, rel):
                 rel.unit_data[unit.name] = self._juju_keys(unit)
                 unit.queue.append(Event("relation-created", relation=rel.id))
-        if app.leader is None:
-            app.leader = unit.name
-            unit.queue.append(Event("leader-elected"))
         unit.queue += [Event("config-changed"), Event("start")]
-        if principal is None:
-            for rel in self.world.relations.values():
-                if rel.container and app_name in rel.endpoints:
-                    sub = rel.other_app(app_name)
-                    if self.world.apps[sub].subordinate:
-                        self._add_unit(sub, principal=unit)
+        if app.leader is None and not self._claim_pending(app_name):
+            self._queue_first_election(unit)
+        # A subordinate unit is made when its principal enters the container relation's
+        # scope (_enter_scope), not with the principal.
         return unit
 
     def _juju_keys(self, unit: Unit) -> dict[str, str]:
@@ -551,12 +1063,10 @@ class Model:
         """Start a unit's departure: others see it depart; it departs, breaks, stops, goes."""
         unit.dying = True
         unit.queue = []
-        app = self.world.apps[unit.app]
-        if app.leader == unit.name:
-            successors = self.units_of(unit.app)
-            app.leader = successors[0].name if successors else None
-            if successors:
-                self._queue(successors[0], Event("leader-elected"))
+        # A dying leader stays leader through its own teardown hooks (Juju's lease outlives
+        # them); the survivors elect once it is gone (_finish_removal). A first election this
+        # unit had not yet run goes to a survivor now.
+        self._elect(unit.app)
         if unit.counters.get("hooks", 0) == 0:  # never installed: nothing to run
             self._finish_removal(unit)
             return
@@ -592,6 +1102,10 @@ class Model:
     def _finish_removal(self, unit: Unit) -> None:
         w = self.world
         del w.units[unit.name]
+        for action_id in unit.actions:  # Juju's cleanupRemovedUnit cancels what never ran
+            if action_id in w.actions:
+                w.actions[action_id].update(status="cancelled", message="unit removed")
+        unit.actions = []
         for rel in w.relations.values():
             rel.unit_data.pop(unit.name, None)
         for other in w.units.values():
@@ -607,10 +1121,17 @@ class Model:
             self._stop_machine_processes(unit.machine)
             shutil.rmtree(self.machine_root(unit.machine).parent, ignore_errors=True)
             del w.machines[unit.machine]
+        app = w.apps.get(unit.app)
+        if app is not None and app.leader == unit.name:
+            app.leader = None
+        self._elect(unit.app)
+        self._check_secret_triggers()
 
     def _stop_machine_processes(self, machine_id: int) -> list[str]:
         from kaji.host.processes import ProcessManager
+        from kaji.model.network import stop_forwarders
 
+        stop_forwarders(self.directory / "network" / str(machine_id))
         state_dir = self.machine_root(machine_id) / "var/lib/kaji/processes"
         if not state_dir.is_dir():
             return []
@@ -648,7 +1169,10 @@ class Model:
                 )
             ran += 1
             per_unit[unit.name] += 1
-            self._run(unit, index)
+            if index < 0:
+                self._run_action(unit)
+            else:
+                self._run(unit, index)
         after = self.counters()
         moved = {
             name: {k: v - before.get(name, {}).get(k, 0) for k, v in counters.items()}
@@ -657,7 +1181,16 @@ class Model:
         return RunStats(ran, time.perf_counter() - started, moved)
 
     def _pick(self) -> tuple[Unit, int] | None:
-        ready = [u for u in self.world.units.values() if u.queue and u.error is None]
+        """The next unit to run and what: an index into its queue, or -1 for its next action.
+
+        A queued action runs before the unit's other pending hooks (Juju's uniter consults its
+        actions resolver before the hook resolvers), also while a hook is in error.
+        """
+        ready = [
+            u
+            for u in self.world.units.values()
+            if (u.queue and u.error is None) or self._action_ready(u)
+        ]
         if not ready:
             return None
         if self.rng is None:
@@ -667,9 +1200,12 @@ class Model:
                 name = names[(self._cursor + step) % len(names)]
                 if name in ready_names:
                     self._cursor = (names.index(name) + 1) % len(names)
-                    return self.world.units[name], 0
+                    unit = self.world.units[name]
+                    return unit, -1 if self._action_ready(unit) else 0
             return None
         unit = self.rng.choice(sorted(ready, key=lambda u: u.name))
+        if self._action_ready(unit):
+            return unit, -1
         eligible = [
             i
             for i, event in enumerate(unit.queue)
@@ -684,6 +1220,13 @@ class Model:
 
         event = unit.queue[index]
         rel = self.world.relations.get(event.relation) if event.relation is not None else None
+        if event.kind == "leader-elected":
+            app = self.world.apps[unit.app]
+            if app.leader is None:  # the lease is taken as the hook runs
+                app.leader = unit.name
+            elif app.leader != unit.name:  # another unit leads by now: nothing to run
+                unit.queue.pop(index)
+                return
         if event.kind == "relation-joined" and rel is not None and event.remote:
             joined = unit.joined.setdefault(rel.id, [])
             if event.remote not in joined:
@@ -699,14 +1242,16 @@ class Model:
             unit.queue.pop(index)
             return
         machine = self.world.machines[unit.machine]
-        env = {
-            "KAJI_HOST_ROOT": str(self.machine_root(machine.id)),
-            "KAJI_HOST_HOSTNAME": machine.hostname,
-            "KAJI_HOST_LOOPBACK": machine.address,
-            "KAJI_HOST_PROCESSES": "1" if self.world.processes else "0",
-        }
+        env = self._hook_env(machine)
+        removed: list[tuple[str, int]] = []
+        no_remote = event.kind == "relation-changed" and event.remote is None
         hosts: list[Any] = []
+        tools: collections.Counter[str] = collections.Counter()
         from ops import testing
+
+        from kaji.model.network import spec_stamps
+
+        stamps = spec_stamps(self.machine_root(machine.id))
 
         ctx = testing.Context(
             code.charm_type,
@@ -723,7 +1268,17 @@ class Model:
         unit.counters["hooks"] += 1
         unit.hooks_by_kind[event.kind] = unit.hooks_by_kind.get(event.kind, 0) + 1
         try:
-            with _environment(env), _collect_hosts(hosts), _fast_metadata_yaml(), code.imports():
+            with (
+                _environment(env),
+                _collect_hosts(hosts),
+                _fast_metadata_yaml(),
+                code.imports(),
+                container_bindings(),
+                count_hook_tools(tools),
+                _juju_semantics(
+                    no_remote_unit=no_remote, removed=removed, unjoined=self._unjoined
+                ),
+            ):
                 out = ctx.run(ctx_event, state)
         except UncaughtCharmError as e:
             cause = e.__cause__ or e
@@ -733,7 +1288,14 @@ class Model:
             return
         finally:
             self._add_host_stats(unit, hosts)
+            self._add_tool_counts(unit, event, tools)
             ctx.close()
+        problems = self._address_problems(unit, out, stamps)
+        if problems:  # works on a flat network, fails behind NAT: fail the hook
+            unit.error = f'hook failed: "{event.kind}": ' + "; ".join(problems)
+            unit.counters["errors"] += 1
+            self._log(unit, ctx, event, "\n".join(problems))
+            return
         self._log(unit, ctx, event, None)
         unit.queue.pop(index)
         self._absorb(unit, event, state, out)
@@ -743,8 +1305,74 @@ class Model:
             if rel.id in unit.scopes:
                 unit.scopes.remove(rel.id)
             unit.joined.pop(rel.id, None)
+        self._apply_removed_revisions(removed)
+        if event.kind == "install" and unit.next_update_status is None:
+            unit.next_update_status = self.world.clock + self._update_status_interval()
+        if event.kind in ("secret-rotate", "secret-remove"):
+            self._after_secret_hook(event)
         if event.kind == "remove":
             self._finish_removal(unit)
+        else:
+            self._check_secret_triggers()
+
+    def _add_tool_counts(self, unit: Unit, event: Event, tools: collections.Counter[str]) -> None:
+        """Add one hook's hook-tool calls to the unit's counters (see kaji.model.hooktools)."""
+        calls = sum(tools.values())
+        unit.counters["hook_tools"] = unit.counters.get("hook_tools", 0) + calls
+        unit.counters["hook_tools_max"] = max(unit.counters.get("hook_tools_max", 0), calls)
+        for tool, n in tools.items():
+            unit.counters[f"tool:{tool}"] = unit.counters.get(f"tool:{tool}", 0) + n
+        self.tool_log.append((unit.name, event.kind, calls))
+
+    def addresses(self, machine: Machine) -> Any:
+        """The machine's bind, ingress, public and loopback addresses."""
+        from kaji.model.network import MachineAddresses
+
+        if not machine.bind:  # a model saved before ranges
+            return MachineAddresses(*[machine.address] * 4)
+        return MachineAddresses(machine.bind, machine.address, machine.public, machine.loopback)
+
+    def _address_problems(self, unit: Unit, out: Any, stamps: Mapping[str, int]) -> list[str]:
+        """What in this hook works on a flat network only (see kaji.model.network).
+
+        Services are the unit's own: those whose state a hook of this unit wrote (remembered
+        as ``service:<name>`` counters), not its principal's or subordinate's.
+        """
+        from kaji.model import network
+
+        machine = self.world.machines[unit.machine]
+        root = self.machine_root(machine.id)
+        for name, stamp in network.spec_stamps(root).items():
+            if stamps.get(name) != stamp:
+                unit.counters[f"service:{name}"] = 1
+        owned = [k.removeprefix("service:") for k in unit.counters if k.startswith("service:")]
+        addresses = self.addresses(machine)
+        if addresses.bind == addresses.ingress:
+            return []
+        leader = self.world.apps[unit.app].leader == unit.name
+        bags = []
+        for relation in out.relations:
+            rel = self.world.relations.get(relation.id)
+            if rel is None:
+                continue
+            bags.append((f"relation {rel} (unit data)", relation.local_unit_data))
+            if leader:
+                bags.append((f"relation {rel} (application data)", relation.local_app_data))
+        problems = network.advertised_bind(unit.name, addresses, bags)
+        problems += network.flag_problems(root, addresses, owned)
+        if self.world.processes:
+            from kaji.host.processes import ProcessManager
+
+            services = ProcessManager(root / "var/lib/kaji/processes")
+            pids = {
+                pid: name
+                for name in services.list()
+                if name in owned and (pid := services.pid(name))
+            }
+            problems += network.sync_forwarders(
+                self.directory / "network" / str(machine.id), addresses, pids
+            )
+        return problems
 
     def _add_host_stats(self, unit: Unit, hosts: list[Any]) -> None:
         for host in hosts:
@@ -765,6 +1393,21 @@ class Model:
         if rel.id in unit.scopes:
             return
         unit.scopes.append(rel.id)
+        w = self.world
+        remote_app = rel.other_app(unit.app)
+        # The principal entering the container relation's scope creates the subordinate unit
+        # (Juju: RelationUnit.EnterScope's subordinateOps); it installs from there.
+        if (
+            rel.container
+            and unit.principal is None
+            and w.apps[remote_app].subordinate
+            and not any(u.app == remote_app and u.principal == unit.name for u in w.units.values())
+        ):
+            self._add_unit(remote_app, principal=unit)
+        leads = w.apps[unit.app].leader == unit.name
+        if rel.app_data.get(remote_app) and not (rel.peer and leads):
+            # The other side's application data is already set: relation-changed, no unit.
+            self._queue(unit, Event("relation-changed", relation=rel.id))
         for other in sorted(self.world.units.values(), key=lambda u: u.name):
             if self._visible(unit, other, rel):
                 self._queue(unit, Event("relation-joined", relation=rel.id, remote=other.name))
@@ -783,6 +1426,7 @@ class Model:
         machine = w.machines[unit.machine]
         relations: list[Any] = []
         handles: dict[str, Any] = {}
+        self._unjoined = set()
         for rel in w.relations.values():
             current = event.relation == rel.id
             if rel.id not in unit.scopes and not (current and event.kind == "relation-created"):
@@ -808,10 +1452,16 @@ class Model:
                 continue
             remote_app = rel.other_app(unit.app)
             if rel.container:
+                # scenario always lists the one remote unit of a SubordinateRelation; until it
+                # has joined (or before the subordinate exists) relation-list is empty, as in
+                # Juju (_juju_semantics hides it).
                 partner = self._partner(unit, rel)
-                if partner is None:
-                    continue
-                visible = partner.name in joined
+                visible = partner is not None and partner.name in joined
+                if not visible:
+                    self._unjoined.add(rel.id)
+                remote_data = self._juju_keys(partner) if partner is not None else {}
+                if visible and partner is not None:
+                    remote_data = rel.unit_data.get(partner.name, {})
                 relations.append(
                     testing.SubordinateRelation(
                         endpoint,
@@ -820,13 +1470,9 @@ class Model:
                         local_app_data=local_app,
                         local_unit_data=local_unit,
                         remote_app_name=remote_app,
-                        remote_unit_id=partner.number,
+                        remote_unit_id=partner.number if partner is not None else 0,
                         remote_app_data=dict(rel.app_data.get(remote_app, {})),
-                        remote_unit_data=dict(
-                            rel.unit_data.get(partner.name, {})
-                            if visible
-                            else self._juju_keys(partner)
-                        ),
+                        remote_unit_data=dict(remote_data),
                     )
                 )
                 continue
@@ -855,19 +1501,29 @@ class Model:
             if secret is not None:
                 secrets.append(secret)
                 handles[record.id] = secret
-        address = machine.address
+        # network-get as Juju answers it: bind-addresses are the machine's own interface,
+        # ingress-addresses what other units reach it at (kaji.model.network). Every endpoint,
+        # container-scoped ones too, binds on the machine the unit is on (a subordinate's is
+        # its principal's).
+        addresses = self.addresses(machine)
         bindings = ["juju-info"] + [
             name
             for role in ("provides", "requires", "peers")
             for name, spec in (code.meta.get(role) or {}).items()
-            if (spec or {}).get("scope") != "container"
+            # scenario takes no Network for a container endpoint: container_bindings()
+            # answers its network-get with juju-info's (the same machine).
+            if name != "juju-info" and (spec or {}).get("scope") != "container"
         ]
+        bind = testing.BindAddress(
+            [testing.Address(addresses.bind, cidr=f"{addresses.bind}/32")],
+            interface_name="eth0",
+        )
         networks = [
             testing.Network(
                 name,
-                [testing.BindAddress([testing.Address(address, cidr=f"{address}/32")])],
-                ingress_addresses=[address],
-                egress_subnets=[f"{address}/32"],
+                [bind],
+                ingress_addresses=[addresses.ingress],
+                egress_subnets=[f"{addresses.ingress}/32"],
             )
             for name in bindings
         ]
@@ -892,6 +1548,7 @@ class Model:
             unit_status=_status(unit.status),
             app_status=_status(app.status),
             workload_version=unit.workload_version,
+            resources={testing.Resource(name=n, path=p) for n, p in app.resources.items()},
         )
         return state, handles
 
@@ -904,7 +1561,7 @@ class Model:
         return None
 
     def _secret_view(self, unit: Unit, record: SecretRecord) -> Any:
-        from ops import testing
+        from ops import SecretRotate, testing
 
         w = self.world
         if record.owner_is_app and record.owner == unit.app:
@@ -918,7 +1575,8 @@ class Model:
             label = record.labels.get(unit.name)
         else:
             return None
-        tracked = record.tracked.get(unit.name, record.latest)
+        # Owners read the latest revision; a consumer the one it tracks.
+        tracked = record.latest if owner else record.tracked.get(unit.name, record.latest)
         grants: dict[int, list[str]] = {
             rid: sorted(names) for rid, names in record.grants.items() if rid in w.relations
         }
@@ -930,6 +1588,12 @@ class Model:
             remote_grants=grants if owner else {},
             label=label,
             description=record.description,
+            expire=(
+                datetime.fromtimestamp(record.expires[record.latest], timezone.utc)
+                if owner and record.latest in record.expires
+                else None
+            ),
+            rotate=SecretRotate(record.rotate) if owner and record.rotate else None,
         )
         object.__setattr__(secret, "_tracked_revision", tracked)
         object.__setattr__(secret, "_latest_revision", record.latest)
@@ -955,6 +1619,15 @@ class Model:
         if k == "secret-changed":
             secret = handles.get(event.secret or "")
             return CharmEvents.secret_changed(secret) if secret is not None else None
+        if k in ("secret-rotate", "secret-expired", "secret-remove"):
+            secret = handles.get(event.secret or "")
+            if secret is None or secret.owner is None:
+                return None  # gone, or this unit no longer owns it
+            if k == "secret-rotate":
+                return CharmEvents.secret_rotate(secret)
+            if k == "secret-expired":
+                return CharmEvents.secret_expired(secret, revision=int(event.revision or 0))
+            return CharmEvents.secret_remove(secret, revision=int(event.revision or 0))
         relation = next((r for r in state.relations if r.id == event.relation), None)
         if relation is None:
             return None
@@ -968,10 +1641,11 @@ class Model:
             return CharmEvents.relation_joined(relation, remote_unit=remote_id)
         if k == "relation-changed":
             if remote_id is None:
+                # The remote application's data changed: Juju runs relation-changed with no
+                # remote unit, joined units or not. scenario insists on one, so it is given
+                # one and _juju_semantics empties JUJU_REMOTE_UNIT.
                 remote_ids = list(relation._remote_unit_ids)
-                if not remote_ids:
-                    return None  # no one to hear of it yet; the first joined shows the data
-                remote_id = remote_ids[0]
+                remote_id = remote_ids[0] if remote_ids else 0
             return CharmEvents.relation_changed(relation, remote_unit=remote_id)
         if k == "relation-departed":
             return CharmEvents.relation_departed(
@@ -1036,6 +1710,7 @@ class Model:
     def _absorb_secrets(self, unit: Unit, state_in: Any, out: Any, leader: bool) -> None:
         w = self.world
         seen = set()
+        views_in = {s.id: s for s in state_in.secrets}
         for secret in out.secrets:
             sid = secret.id
             seen.add(sid)
@@ -1053,6 +1728,11 @@ class Model:
                 if secret.label:
                     record.labels[record.owner] = secret.label
                 record.tracked[unit.name] = 1
+                record.rotate = _rotate_policy(secret.rotate)
+                if record.rotate:
+                    record.next_rotate = _next_rotate(record.rotate, w.clock)
+                if secret.expire is not None:
+                    record.expires[1] = record.expiry[1] = secret.expire.timestamp()
                 w.secrets[sid] = record
                 continue
             manager = (record.owner_is_app and record.owner == unit.app and leader) or (
@@ -1069,6 +1749,15 @@ class Model:
                 record.grants = {k: sorted(v) for k, v in secret.remote_grants.items() if v}
                 if secret.description is not None:
                     record.description = secret.description
+                before = views_in.get(sid)
+                policy = _rotate_policy(secret.rotate)
+                if policy != (_rotate_policy(before.rotate) if before is not None else None):
+                    record.rotate = policy
+                    record.next_rotate = _next_rotate(policy, w.clock) if policy else None
+                old_expire = before.expire if before is not None else None
+                if secret.expire is not None and secret.expire != old_expire:
+                    expire = secret.expire.timestamp()
+                    record.expires[record.latest] = record.expiry[record.latest] = expire
             for rev, content in record.revisions.items():
                 if content == dict(secret.tracked_content):
                     record.tracked[unit.name] = rev
@@ -1094,6 +1783,153 @@ class Model:
 
 
 _MISSING = object()
+
+
+#: Idle model time (seconds) before ``Model.wait`` spaces update-status rounds out.
+_IDLE_BEFORE_STRETCH = 3600.0
+#: Host counters that mean an update-status round changed the machine (see ``Model.wait``);
+#: file writes alone do not (charms refresh their own records on a schedule).
+_HOST_CHANGES = (
+    "services_started",
+    "services_restarted",
+    "services_reloaded",
+    "services_stopped",
+    "binaries_installed",
+)
+
+
+@contextlib.contextmanager
+def _juju_semantics(
+    *,
+    no_remote_unit: bool = False,
+    removed: list[tuple[str, int]] | None = None,
+    unjoined: Iterable[int] = (),
+) -> Iterator[None]:
+    """Where scenario is kinder than Juju, or records less, while one hook or action runs.
+
+    - relation-changed for a change of the remote application's data has no remote unit
+      (JUJU_REMOTE_UNIT empty, ``event.unit`` None); scenario insists on one;
+    - resource-get of a resource nothing was attached to fails (ops raises ModelError), as
+      the hook tool does; scenario raises RuntimeError;
+    - a removed secret revision is recorded with its secret's id (scenario keeps the number),
+      and an owner may remove any revision but the latest (scenario also refuses the one it
+      "tracks", which an owner does not);
+    - relation-list of a container relation whose remote unit has not joined is empty.
+    """
+    import ops
+    import scenario._runtime
+    import scenario.mocking
+
+    runtime = scenario._runtime.Runtime
+    backend: Any = scenario.mocking._MockModelBackend
+    saved = runtime._get_event_env, backend.resource_get, backend.secret_remove
+    original_env, original_get, original_remove = saved
+    original_list = backend.relation_list
+    hidden = frozenset(unjoined)
+
+    def relation_list(self: Any, relation_id: int, **kwargs: Any) -> tuple[str, ...]:
+        if relation_id in hidden:
+            return ()
+        return tuple(original_list(self, relation_id, **kwargs))
+
+    def get_event_env(self: Any, state: Any, event: Any, charm_root: Path) -> dict[str, str]:
+        env = original_env(self, state, event, charm_root)
+        if no_remote_unit:  # Juju sets it empty for an application's change
+            env["JUJU_REMOTE_UNIT"] = ""
+        return env
+
+    def resource_get(self: Any, resource_name: str) -> str:
+        if not any(r.name == resource_name for r in self._state.resources):
+            raise ops.ModelError(
+                f"ERROR could not download resource: resource {resource_name!r} has no file"
+            )
+        return str(original_get(self, resource_name))
+
+    def secret_remove(self: Any, id: str, *, revision: int | None = None) -> None:
+        secret = self._get_secret(id)
+        if secret.owner is not None and revision == secret._tracked_revision:
+            # An owner tracks nothing: Juju lets it remove any revision but the latest.
+            object.__setattr__(secret, "_tracked_revision", secret._latest_revision)
+        original_remove(self, id, revision=revision)
+        secret_id = secret.id
+        if removed is not None and revision is not None:
+            removed.append((secret_id, revision))
+
+    runtime._get_event_env = get_event_env  # type: ignore[method-assign]
+    backend.resource_get = resource_get
+    backend.secret_remove = secret_remove
+    backend.relation_list = relation_list
+    try:
+        yield
+    finally:
+        runtime._get_event_env = original_env  # type: ignore[method-assign]
+        backend.resource_get, backend.secret_remove = original_get, original_remove
+        backend.relation_list = original_list
+
+
+def _next_rotate(policy: str, after: float) -> float:
+    """When a secret rotating by ``policy`` is next due (Juju's RotatePolicy.NextRotateTime)."""
+    if policy == "hourly":
+        return after + 3600
+    days = {"daily": 1, "weekly": 7}.get(policy)
+    if days is not None:
+        return after + days * 86400
+    months = {"monthly": 1, "quarterly": 3, "yearly": 12}[policy]
+    moment = datetime.fromtimestamp(after, timezone.utc)
+    index = moment.month - 1 + months
+    first = moment.replace(year=moment.year + index // 12, month=index % 12 + 1, day=1)
+    # Go's AddDate normalises an overflowing day (Jan 31 + 1 month is Mar 3 or 2): so here.
+    return (first + timedelta(days=moment.day - 1)).timestamp()
+
+
+def _rotate_policy(value: Any) -> str | None:
+    """The rotation policy of an ops.testing Secret, None for never."""
+    if value is None:
+        return None
+    policy = str(getattr(value, "value", value))
+    return None if policy in ("", "never") else policy
+
+
+def action_params(name: str, spec: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The params of action ``name`` as Juju validates them, with the schema's defaults.
+
+    Juju turns an action's ``params`` into the ``properties`` of a JSON Schema object with
+    ``additionalProperties: false`` (unless the action sets it) plus the action's other keys
+    (``required``, ...), validates against it, and inserts the defaults
+    (internal/charm/actions.go: ReadActionsYaml, ValidateParams, InsertDefaults).
+
+    Raises:
+        ModelError: the params do not validate.
+    """
+    schema: dict[str, Any] = {
+        "type": "object",
+        "title": name,
+        "properties": dict(spec.get("params") or {}),
+        "additionalProperties": False,
+    }
+    schema.update(
+        {k: v for k, v in spec.items() if k not in ("params", "description", "parallel")}
+    )
+    schema.pop("execution-group", None)
+    values = dict(given)
+    try:
+        import jsonschema
+    except ImportError:  # pragma: no cover - jsonschema comes with the test tools
+        jsonschema = None
+    if jsonschema is not None:
+        validator = jsonschema.Draft4Validator(schema)
+        errors = sorted(validator.iter_errors(values), key=lambda e: list(e.path))
+        if errors:
+            described = [f"({'.'.join(['root', *map(str, e.path)])}): {e.message}" for e in errors]
+            raise ModelError("validation failed: " + "; ".join(described))
+    else:
+        unknown = sorted(set(values) - set(schema["properties"]))
+        if unknown and not schema.get("additionalProperties"):
+            raise ModelError(f"validation failed: unknown params {', '.join(unknown)}")
+    for key, prop in schema["properties"].items():
+        if key not in values and isinstance(prop, Mapping) and "default" in prop:
+            values[key] = copy.deepcopy(prop["default"])
+    return values
 
 
 def _number(unit: str | None) -> int | None:

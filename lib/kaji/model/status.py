@@ -87,7 +87,10 @@ _SEVERITY = {"unknown": 0, "active": 1, "waiting": 2, "maintenance": 3, "blocked
 
 def status_data(model: Model) -> dict[str, Any]:
     """The status as plain data (what ``status --format json`` prints)."""
+    from kaji.model.hooktools import merge, summarise
+
     w = model.world
+    tools = {name: summarise(unit.counters) for name, unit in w.units.items()}
     apps = {}
     for app in w.apps.values():
         status: tuple[str, str] = app.status
@@ -107,6 +110,7 @@ def status_data(model: Model) -> dict[str, Any]:
             "message": status[1],
             "config": dict(app.config),
             "units": [u.name for u in model.units_of(app.name, alive=False)],
+            "hook_tools": merge([tools[u.name] for u in model.units_of(app.name, alive=False)]),
         }
     units = {}
     for unit in sorted(w.units.values(), key=lambda u: (u.app, u.number)):
@@ -119,6 +123,7 @@ def status_data(model: Model) -> dict[str, Any]:
             "address": machine.address,
             "hostname": machine.hostname,
             "leader": w.apps[unit.app].leader == unit.name,
+            "hook_tools": tools[unit.name],
             "principal": unit.principal,
             "pending": [str(e) for e in unit.queue],
             "counters": dict(unit.counters),
@@ -128,9 +133,11 @@ def status_data(model: Model) -> dict[str, Any]:
     machines = {}
     for machine in sorted(w.machines.values(), key=lambda m: m.id):
         root = model.machine_root(machine.id)
+        addresses = model.addresses(machine)
         machines[str(machine.id)] = {
             "hostname": machine.hostname,
             "address": machine.address,
+            "addresses": dataclasses.asdict(addresses),
             "files": str(root),
             "units": sorted(u.name for u in w.units.values() if u.machine == machine.id),
             "services": [dataclasses.asdict(s) for s in machine_services(root)],
@@ -151,6 +158,7 @@ def status_data(model: Model) -> dict[str, Any]:
             "overlays": list(w.overlays),
             "processes": w.processes,
             "pending": model.pending(),
+            "range": w.network.get("range", ""),
         },
         "applications": apps,
         "units": units,
@@ -168,10 +176,11 @@ def format_status(model: Model) -> str:
     mode = "real where installed" if w.processes else "recorded only"
     out += _table(
         [
-            ("Model", "Directory", "Services", "Units", "Pending hooks"),
+            ("Model", "Directory", "Addresses", "Services", "Units", "Pending hooks"),
             (
                 "kaji",
                 _display_path(model.directory),
+                w.network.get("range", "-"),
                 mode,
                 str(len(w.units)),
                 str(model.pending()),
@@ -213,10 +222,18 @@ def format_status(model: Model) -> str:
             )
     out += _table(rows)
     out.append("")
-    rows = [("Machine", "Hostname", "Address", "Rendered files")]
+    rows = [("Machine", "Hostname", "Ingress", "Bind", "Public", "Rendered files")]
     for mid, machine in data["machines"].items():
+        a = machine["addresses"]
         rows.append(
-            (mid, machine["hostname"], machine["address"], _display_path(Path(machine["files"])))
+            (
+                mid,
+                machine["hostname"],
+                a["ingress"],
+                a["bind"],
+                a["public"],
+                _display_path(Path(machine["files"])),
+            )
         )
     out += _table(rows)
     out.append("")

@@ -39,7 +39,8 @@ class Event:
     """A hook Juju would run on a unit.
 
     ``remote`` is the remote unit of joined/changed/departed (None for a change of the remote
-    application's data); ``departing`` the unit leaving, for departed.
+    application's data); ``departing`` the unit leaving, for departed; ``revision`` the secret
+    revision of secret-expired and secret-remove.
     """
 
     kind: str
@@ -47,6 +48,7 @@ class Event:
     remote: str | None = None
     departing: str | None = None
     secret: str | None = None
+    revision: int | None = None
 
     def __str__(self) -> str:
         parts = [self.kind]
@@ -56,13 +58,15 @@ class Event:
             parts.append(self.remote)
         if self.secret:
             parts.append(self.secret)
+        if self.revision is not None:
+            parts.append(f"rev {self.revision}")
         return " ".join(parts)
 
     def conflicts(self, other: Event) -> bool:
         """Whether the two must run in the order they were queued (same unit)."""
         if self.kind in LIFECYCLE or other.kind in LIFECYCLE:
             return True
-        if self.kind == "secret-changed" or other.kind == "secret-changed":
+        if self.kind.startswith("secret-") or other.kind.startswith("secret-"):
             return self.secret == other.secret
         if self.relation != other.relation:
             return False
@@ -74,11 +78,19 @@ class Event:
 
 @dataclass
 class Machine:
-    """A machine of the model: a sandbox root, a hostname and a loopback address of its own."""
+    """A machine of the model: a sandbox root, a hostname and addresses of its own.
+
+    ``address`` is the ingress address (what other units reach it at); ``bind`` the address
+    of its own interface, ``public`` its public address, ``loopback`` its 127.0.0.1 (see
+    kaji.model.network). Models saved before these existed have only ``address``.
+    """
 
     id: int
     hostname: str
     address: str
+    bind: str = ""
+    public: str = ""
+    loopback: str = ""
 
 
 @dataclass
@@ -93,6 +105,10 @@ class App:
     leader: str | None = None
     next_unit: int = 0
     status: tuple[str, str] = ("unknown", "")
+    #: Bumped by every refresh (the charm code the units run).
+    revision: int = 0
+    #: Attached resources: name -> the file the model keeps for it.
+    resources: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,6 +132,10 @@ class Unit:
     joined: dict[int, list[str]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     hooks_by_kind: dict[str, int] = field(default_factory=dict)
+    #: Model time (epoch seconds) of the unit's next update-status; None until installed.
+    next_update_status: float | None = None
+    #: Actions queued on the unit (ids into ``World.actions``), oldest first.
+    actions: list[str] = field(default_factory=list)
 
     @property
     def number(self) -> int:
@@ -159,6 +179,17 @@ class SecretRecord:
     description: str | None = None
     grants: dict[int, list[str]] = field(default_factory=dict)
     tracked: dict[str, int] = field(default_factory=dict)
+    #: Rotation policy (hourly, daily, ...) and the model time the next secret-rotate is due.
+    rotate: str | None = None
+    next_rotate: float | None = None
+    #: While a secret-rotate is pending: the time it was due and the latest revision then.
+    rotating: tuple[float, int] | None = None
+    #: Per revision: the expiry time the owner set (epoch seconds), and the model time the
+    #: next secret-expired for it is due (Juju repeats it until the revision is removed).
+    expires: dict[int, float] = field(default_factory=dict)
+    expiry: dict[int, float] = field(default_factory=dict)
+    #: Revisions no consumer tracks any more whose secret-remove has run.
+    obsolete_done: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -177,6 +208,13 @@ class World:
     secrets: dict[str, SecretRecord] = field(default_factory=dict)
     next_machine: int = 0
     next_relation: int = 0
+    #: The model's clock (epoch seconds): what charms read through ``kaji.clock``.
+    clock: float = 0.0
+    #: Every action run or queued: id -> unit, name, params, status, results, message.
+    actions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    next_action: int = 0
+    #: The model's loopback range: {"block": B, "range": "127.B.0.0/16"} (kaji.model.network).
+    network: dict[str, Any] = field(default_factory=dict)
 
     # -- JSON ---------------------------------------------------------------------------------
 
@@ -200,6 +238,10 @@ class World:
             processes=bool(data.get("processes")),
             next_machine=data["next_machine"],
             next_relation=data["next_relation"],
+            clock=float(data.get("clock", 0.0)),
+            actions=dict(data.get("actions", {})),
+            next_action=int(data.get("next_action", 0)),
+            network=dict(data.get("network") or {}),
         )
         for m in data["machines"].values():
             world.machines[int(m["id"])] = Machine(**m)
@@ -218,6 +260,10 @@ class World:
         for s in data["secrets"].values():
             s["revisions"] = {int(k): v for k, v in s["revisions"].items()}
             s["grants"] = {int(k): v for k, v in s["grants"].items()}
+            s["expiry"] = {int(k): v for k, v in s.get("expiry", {}).items()}
+            s["expires"] = {int(k): v for k, v in s.get("expires", {}).items()}
+            if s.get("rotating") is not None:
+                s["rotating"] = tuple(s["rotating"])
             world.secrets[s["id"]] = SecretRecord(**s)
         return world
 

@@ -27,6 +27,10 @@ class SubCharm(ReconcilingCharm):
             encoded = json.dumps(kept, sort_keys=True)
             if ring.data[self.app].get("index") != encoded:
                 ring.data[self.app]["index"] = encoded
+        # A container-scoped endpoint binds on the principal's machine (network-get works).
+        binding = self.model.get_binding("host")
+        if binding is not None:
+            host.write_file("/etc/sub/bind-address", f"{binding.network.bind_address}\n")
         principal = self.model.get_relation("host")
         if principal is not None and principal.units:
             (unit,) = principal.units
