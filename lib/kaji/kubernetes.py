@@ -18,14 +18,20 @@ otherwise passed through (the known sets are not exhaustive: a newer flag may be
 
 from __future__ import annotations
 
+import platform
 import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from kaji.lazy import lazy_import
+
 if TYPE_CHECKING:
+    import ipaddress
     from ipaddress import IPv4Network, IPv6Network
+else:
+    ipaddress = lazy_import("ipaddress")  # a no-op hook never parses a network
 
 #: Kubernetes minor versions kaji supports, oldest first.
 SUPPORTED_MINORS: tuple[tuple[int, int], ...] = ((1, 30), (1, 31), (1, 32), (1, 33))
@@ -482,8 +488,6 @@ def parse_cidr(text: str) -> IPv4Network | IPv6Network:
     Raises:
         ValueError: not a CIDR, host bits set, or a network with fewer than 4 addresses.
     """
-    import ipaddress
-
     if not isinstance(text, str) or "/" not in text:
         raise ValueError(f"{text!r} is not a CIDR like 10.152.183.0/24")
     try:
@@ -603,8 +607,6 @@ def coredns_image(
 
 def machine_arch(machine: str | None = None) -> str:
     """The Kubernetes architecture name of this machine (``amd64``, ``arm64``, ...)."""
-    import platform
-
     raw = (machine or platform.machine()).lower()
     return {
         "x86_64": "amd64",

@@ -16,13 +16,20 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from kaji.lazy import lazy_import
 
 if TYPE_CHECKING:
+    from kaji import pki
     from kaji.pki import CertificateInfo, Identity
+else:
+    pki = lazy_import("kaji.pki")  # cryptography only when a PEM is checked
 
 JUJU_KEYS = frozenset({"ingress-address", "egress-subnets", "private-address"})
 """Keys Juju writes into unit databags itself; ignored when reading, refused when writing."""
@@ -366,8 +373,6 @@ def check_url(key: str, value: str, *, https: bool = True) -> str:
 
     Returns the URL with a trailing slash removed, so equal endpoints compare equal.
     """
-    from urllib.parse import urlsplit
-
     schemes = ("https",) if https else ("http", "https")
     try:
         parts = urlsplit(value)
@@ -388,8 +393,6 @@ def check_url(key: str, value: str, *, https: bool = True) -> str:
 
 def url_host(url: str) -> str:
     """The host of an already-validated URL (IP addresses in compressed form)."""
-    from urllib.parse import urlsplit
-
     host = urlsplit(url).hostname or ""
     try:
         return ipaddress.ip_address(host).compressed
@@ -407,8 +410,6 @@ def check_urls(key: str, values: Iterable[str], *, https: bool = True) -> tuple[
 
 def check_absolute_path(key: str, value: str) -> str:
     """An absolute, normalised POSIX path."""
-    import posixpath
-
     if (
         not value.startswith("/")
         or "\x00" in value
@@ -439,7 +440,6 @@ def check_csr(key: str, value: str, expected: Identity | None = None) -> Identit
         The identity the CSR asks for.
     """
     _pem_text(key, value, "CERTIFICATE REQUEST")
-    from kaji import pki
 
     try:
         if expected is None:
@@ -452,7 +452,6 @@ def check_csr(key: str, value: str, expected: Identity | None = None) -> Identit
 def check_certificate(key: str, value: str, *, ca: bool | None = None) -> CertificateInfo:
     """A PEM certificate readable by kaji.pki; `ca` True/False insists on the CA flag."""
     _pem_text(key, value, "CERTIFICATE")
-    from kaji import pki
 
     try:
         info = pki.read_certificate(value)

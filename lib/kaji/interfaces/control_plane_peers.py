@@ -51,9 +51,13 @@ from kaji.interfaces._base import (
     expect_str_list,
     expect_str_map,
 )
+from kaji.lazy import lazy_import
 
 if TYPE_CHECKING:
+    from kaji import pki
     from kaji.pki import Identity
+else:
+    pki = lazy_import("kaji.pki")  # cryptography only when an identity is built
 
 RELATION = "cluster"
 INTERFACE = "kaji-control-plane-peers"
@@ -82,12 +86,10 @@ def client_identity(purpose: str) -> Identity:
     Raises:
         RelationDataError: not a client purpose.
     """
-    from kaji.pki import Identity
-
     if purpose not in CLIENT_IDENTITIES:
         raise RelationDataError("csrs", f"not a client purpose: {purpose[:100]!r}")
     common_name, organizations = CLIENT_IDENTITIES[purpose]
-    return Identity.of(common_name, organizations=organizations)
+    return pki.Identity.of(common_name, organizations=organizations)
 
 
 def expected_apiserver_identity(
@@ -104,8 +106,6 @@ def expected_apiserver_identity(
     Raises:
         RelationDataError: a bad hostname, address, domain or public address.
     """
-    from kaji.pki import Identity
-
     check_dns_subdomain("hostname", hostname)
     check_dns_subdomain("dns-domain", dns_domain)
     dns_names = [
@@ -124,7 +124,7 @@ def expected_apiserver_identity(
     if public_address is not None:
         public = check_public_address("public-address", public_address)
         (ips if _is_ip(public) else dns_names).append(public)
-    return Identity.of(APISERVER_COMMON_NAME, dns_names=dns_names, ip_addresses=ips)
+    return pki.Identity.of(APISERVER_COMMON_NAME, dns_names=dns_names, ip_addresses=ips)
 
 
 def _is_ip(value: str) -> bool:

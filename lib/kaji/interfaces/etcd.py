@@ -32,9 +32,13 @@ from kaji.interfaces._base import (
     encode,
     expect_str_map,
 )
+from kaji.lazy import lazy_import
 
 if TYPE_CHECKING:
+    from kaji import pki
     from kaji.pki import Identity
+else:
+    pki = lazy_import("kaji.pki")  # cryptography only when an identity is built
 
 INTERFACE = "kaji-etcd"
 CLIENT_ORGANIZATION = "kaji:etcd-clients"
@@ -46,10 +50,8 @@ def expected_client_identity(unit_name: str) -> Identity:
     Raises:
         RelationDataError: `unit_name` is not a unit name.
     """
-    from kaji.pki import Identity
-
     check_unit_name("unit-name", unit_name)
-    return Identity.of(unit_name, organizations=[CLIENT_ORGANIZATION])
+    return pki.Identity.of(unit_name, organizations=[CLIENT_ORGANIZATION])
 
 
 @dataclass(frozen=True)

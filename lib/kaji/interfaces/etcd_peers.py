@@ -54,9 +54,13 @@ from kaji.interfaces._base import (
     juju_addresses,
     url_host,
 )
+from kaji.lazy import lazy_import
 
 if TYPE_CHECKING:
+    from kaji import pki
     from kaji.pki import Identity
+else:
+    pki = lazy_import("kaji.pki")  # cryptography only when an identity is built
 
 RELATION = "cluster"
 INTERFACE = "kaji-etcd-peers"
@@ -81,11 +85,9 @@ def expected_member_identity(unit_name: str, hostname: str, addresses: Iterable[
     Raises:
         RelationDataError: a bad unit name, hostname or address.
     """
-    from kaji.pki import Identity
-
     check_unit_name("unit-name", unit_name)
     check_dns_subdomain("hostname", hostname)
-    return Identity.of(
+    return pki.Identity.of(
         unit_name,
         organizations=[MEMBER_ORGANIZATION],
         dns_names=[hostname, "localhost"],

@@ -36,6 +36,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from kaji import kubernetes
 from kaji.interfaces._base import (
     Fields,
     RelationDataError,
@@ -51,9 +52,13 @@ from kaji.interfaces._base import (
     encode,
     expect_str_map,
 )
+from kaji.lazy import lazy_import
 
 if TYPE_CHECKING:
+    from kaji import pki
     from kaji.pki import Identity
+else:
+    pki = lazy_import("kaji.pki")  # cryptography only when an identity is built
 
 INTERFACE = "kaji-kube-control"
 NODE_ORGANIZATION = "system:nodes"
@@ -72,10 +77,8 @@ def check_image_registry(key: str, registry: str) -> str:
     Raises:
         RelationDataError: not a registry prefix.
     """
-    from kaji.kubernetes import check_image_registry as check
-
     try:
-        return check(registry)
+        return kubernetes.check_image_registry(registry)
     except ValueError as error:
         raise RelationDataError(key, f"expected host[:port][/path]: {error}") from error
 
@@ -86,10 +89,8 @@ def expected_node_identity(node_name: str, addresses: Iterable[str]) -> Identity
     Raises:
         RelationDataError: a bad node name or address.
     """
-    from kaji.pki import Identity
-
     check_dns_subdomain("node-name", node_name)
-    return Identity.of(
+    return pki.Identity.of(
         NODE_COMMON_NAME_PREFIX + node_name,
         organizations=[NODE_ORGANIZATION],
         dns_names=[node_name],
