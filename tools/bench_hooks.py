@@ -6,15 +6,21 @@ Method (see docs/performance.md, "hook cost"):
 1. Deploy bundles/k8s.yaml in the offline model (lib/kaji/model): every unit settles through
    the charms' real code and ends with its sandboxed machine and reconcile record on disk.
 2. For one unit of each charm, turn the state the model would deliver to it into the answers
-   Juju's hook tools would give (config-get, is-leader, relation-ids/list/get, network-get),
-   and write the charm directory Juju would run (metadata.yaml, config.yaml, actions.yaml).
+   Juju's hook tools would give (config-get, is-leader, relation-ids/list/get, network-get with
+   each binding's own bind and ingress addresses, secret-get/secret-info-get, resource-get,
+   goal-state), take the environment the model runs its hooks with (sandbox, loopback,
+   ``KAJI_CLOCK_OFFSET`` from the model's clock, Juju's ``JUJU_CHARM_*_PROXY`` as the model's
+   hooks see them), and write the charm directory Juju would run (metadata.yaml, config.yaml,
+   actions.yaml).
 3. In a fresh interpreter per run, time ``import ops`` alone (a) and, separately, the whole
    real entry point of the charm (b): ``import ops``, import the charm module, ``ops.main``
    dispatching ``update-status`` -- framework, SQLite state, logging, the charm's handlers,
    collect-status and status-set. The hook tools are answered in-process from step 2, so
    their process starts (the same for every charm, paid to Juju, not to Python) are left out.
-4. Check each run was a no-op: no relation-set, no cryptography imported, the status set
-   equals the recorded one, and no file under the unit's machine changed.
+4. Check each run was a no-op: no relation-set (nor another writing hook tool: ports,
+   secrets), no cryptography imported, the status set
+   equals the recorded one, and no file under the unit's machine changed. A run that is not
+   is reported with the hook tools it ran (e.g. secret-get: it reconciled in full).
 
 Run: ``python tools/bench_hooks.py [--runs N] [--write-docs]``. Not a test: the numbers depend
 on the machine; the ratio is what the design's target speaks about.
@@ -65,7 +71,10 @@ t1 = time.perf_counter()
 import json, os, sys
 
 answers = json.loads(open(os.environ["BENCH_ANSWERS"]).read())
+WRITES = ("relation-set", "open-port", "close-port", "secret-set", "secret-add",
+          "secret-grant", "secret-revoke", "secret-remove")
 calls = []
+logs = []
 
 
 def _rel(args):
@@ -93,20 +102,51 @@ def fake_run(*args, input=None, redacted_cmd=None):
         key = "app:" + member if "--app" in rest else member
         return json.dumps(rel["bags"].get(key, {}))
     if cmd == "network-get":
-        address = answers["networks"].get(rest[-1], answers["default-address"])
-        return json.dumps({
-            "bind-addresses": [{"mac-address": "", "interface-name": "", "addresses": [
-                {"hostname": "", "value": address, "cidr": f"{address}/32"}]}],
-            "egress-subnets": [f"{address}/32"],
-            "ingress-addresses": [address],
-        })
+        name = rest[-1]
+        name = answers["container-endpoints"].get(name, name)
+        if name not in answers["networks"]:
+            raise RuntimeError(f"bench: network-get for unknown binding {name!r}")
+        return json.dumps(answers["networks"][name])
+    if cmd in ("secret-get", "secret-info-get"):
+        secret = _secret(rest)
+        if cmd == "secret-info-get":
+            return json.dumps({secret["id"]: secret["info"]})
+        latest = "--peek" in rest or "--refresh" in rest
+        return json.dumps(secret["latest" if latest else "tracked"])
+    if cmd == "resource-get":
+        return answers["resources"][rest[0]]
+    if cmd == "goal-state":
+        return json.dumps(answers["goal-state"])
     if cmd == "status-set":
         message = rest[3] if len(rest) > 3 else ""
         calls.append(["status", rest[0].split("=", 1)[1], rest[1], message])
         return ""
-    if cmd in ("juju-log", "application-version-set", "relation-set"):
+    if cmd == "juju-log":
+        logs.append(rest[-1])
+        return ""
+    if cmd == "opened-ports":
+        return "[]"  # the model keeps no opened ports: each hook starts with none
+    if cmd in ("application-version-set", *WRITES):
         return ""
     raise RuntimeError(f"bench: unexpected hook tool {args!r}")
+
+
+def _secret(rest):
+    # The secret named by id (first positional argument) or --label.
+    positional = [a for a in rest if not a.startswith("--")]
+    if "--label" in rest:
+        positional.remove(rest[rest.index("--label") + 1])
+    if positional:
+        wanted = positional[0].rpartition("/")[2].removeprefix("secret:")
+        for secret in answers["secrets"]:
+            if secret["id"].rpartition("/")[2].removeprefix("secret:") == wanted:
+                return secret
+    elif "--label" in rest:
+        label = rest[rest.index("--label") + 1]
+        for secret in answers["secrets"]:
+            if secret["info"].get("label") == label:
+                return secret
+    raise RuntimeError(f"bench: secret-get for an unknown secret {rest!r}")
 
 
 for name, module in list(sys.modules.items()):
@@ -115,7 +155,13 @@ for name, module in list(sys.modules.items()):
 sys.path[:0] = [os.environ["BENCH_SRC"], os.environ["BENCH_LIB"]]
 import charm
 t2 = time.perf_counter()
-ops.main(getattr(charm, os.environ["BENCH_CLASS"]))
+try:
+    ops.main(getattr(charm, os.environ["BENCH_CLASS"]))
+except BaseException:
+    import traceback
+
+    print("\n".join(logs[-20:]), traceback.format_exc(), sep="\n", file=sys.stderr)
+    raise
 t3 = time.perf_counter()
 status = [c for c in calls if isinstance(c, list) and c[1] == "False"]
 print(json.dumps({
@@ -125,7 +171,9 @@ print(json.dumps({
     "total": t3 - t0,
     "crypto": any(m.startswith("cryptography") for m in sys.modules),
     "relation_set": calls.count("relation-set"),
+    "writes": sum(calls.count(tool) for tool in WRITES),
     "status": status[-1][2:] if status else None,
+    "tools": sorted({c for c in calls if isinstance(c, str)}),
 }))
 """
 
@@ -173,14 +221,50 @@ def answers_for(model: Any, unit: Any) -> dict[str, Any]:
             "units": sorted(remote),
             "bags": bags,
         }
-    networks = {n.binding_name: n.ingress_addresses[0] for n in state.networks}
+    # network-get exactly as the model answers it: each binding's bind addresses (the machine's
+    # interface) and ingress addresses (what others reach it at) are distinct; a
+    # container-scoped endpoint binds like juju-info (kaji.model.network.container_bindings).
+    networks = {n.binding_name: n._hook_tool_output_fmt() for n in state.networks}
+    container = {
+        name: "juju-info"
+        for role in ("provides", "requires", "peers")
+        for name, spec in (code.meta.get(role) or {}).items()
+        if (spec or {}).get("scope") == "container"
+    }
     return {
         "leader": state.leader,
         "config": config,
         "relations": relations,
         "networks": networks,
-        "default-address": "192.0.2.0",
+        "container-endpoints": container,
+        "secrets": [_secret_answer(secret) for secret in state.secrets],
+        "resources": {r.name: str(r.path) for r in state.resources},
+        "goal-state": {"units": {}, "relations": {}},
         "status": list(unit.status),
+    }
+
+
+def _secret_answer(secret: Any) -> dict[str, Any]:
+    """secret-get and secret-info-get for one secret the unit sees, as the model answers them.
+
+    Owners track their revision like everyone else (Juju >= 3.3.1, which the bench claims).
+    """
+
+    def stamp(value: Any) -> str | None:
+        return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+    rotate = getattr(secret.rotate, "value", secret.rotate)
+    return {
+        "id": secret.id,
+        "tracked": dict(secret.tracked_content),
+        "latest": dict(secret.latest_content or secret.tracked_content),
+        "info": {
+            "label": secret.label,
+            "description": secret.description,
+            "revision": secret._latest_revision,
+            "expiry": stamp(secret.expire),
+            "rotation": rotate,
+        },
     }
 
 
@@ -219,7 +303,7 @@ def run_hook(env: dict[str, str]) -> dict[str, Any]:
         [sys.executable, "-c", _HOOK], capture_output=True, text=True, env=env, check=False
     )
     if out.returncode != 0:
-        raise RuntimeError(f"update-status failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"update-status failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -247,16 +331,14 @@ def bench(runs: int) -> list[dict[str, Any]]:
                 (work / "answers.json").write_text(json.dumps(answers))
                 machine = model.world.machines[unit.machine]
                 root = model.machine_root(machine.id)
+                # The model's hooks run in this process's environment (so with its
+                # JUJU_CHARM_*_PROXY, if any) plus the machine's sandbox variables.
                 env = {
                     **os.environ,
                     "BENCH_ANSWERS": str(work / "answers.json"),
                     "BENCH_SRC": str(CHARMS / app / "src"),
                     "BENCH_LIB": str(ROOT / "lib"),
                     "BENCH_CLASS": cls,
-                    "KAJI_HOST_ROOT": str(root),
-                    "KAJI_HOST_HOSTNAME": machine.hostname,
-                    "KAJI_HOST_LOOPBACK": machine.address,
-                    "KAJI_HOST_PROCESSES": "0",
                     "JUJU_UNIT_NAME": unit.name,
                     "JUJU_CHARM_DIR": str(cdir),
                     "JUJU_DISPATCH_PATH": "hooks/update-status",
@@ -273,7 +355,8 @@ def bench(runs: int) -> list[dict[str, Any]]:
                 hooks: list[dict[str, Any]] = []
                 for _ in range(runs):  # interleaved, so drift hits both alike
                     bare.append(time_import_ops())
-                    hooks.append(run_hook(env))
+                    # As the model delivers a hook now: its clock offset is taken per hook.
+                    hooks.append(run_hook({**env, **model._hook_env(machine)}))
                 unchanged = machine_digest(root) == before
                 last = hooks[-1]
                 totals = [h["total"] for h in hooks]
@@ -288,13 +371,16 @@ def bench(runs: int) -> list[dict[str, Any]]:
                         "ratio": statistics.median(totals) / statistics.median(bare),
                         "noop": (
                             unchanged
-                            and not any(h["crypto"] or h["relation_set"] for h in hooks)
+                            and not any(
+                                h["crypto"] or h["relation_set"] or h["writes"] for h in hooks
+                            )
                             and last["status"] == answers["status"]
                         ),
                         "crypto": any(h["crypto"] for h in hooks),
                         "files_unchanged": unchanged,
                         "status": last["status"],
                         "expected_status": answers["status"],
+                        "tools": sorted({t for h in hooks for t in h["tools"]}),
                     }
                 )
         finally:
