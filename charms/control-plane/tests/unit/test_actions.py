@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 import yaml
-from conftest import (
+from builders import (
     CHARM_ROOT,
     base_state,
     databags,

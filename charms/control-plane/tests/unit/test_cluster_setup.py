@@ -11,9 +11,10 @@ import dataclasses
 import json
 import pathlib
 
-import control_plane as cp
 import pytest
-from conftest import FakeKubectl, base_state, with_relation, worker_bag
+from builders import FakeKubectl, base_state, with_relation, worker_bag
+from kaji_control_plane import literals
+from kaji_control_plane.pki import node_name_claimed
 from ops import testing
 
 import charm
@@ -176,7 +177,7 @@ def test_a_later_leader_deletes_what_the_last_one_could_not(
     app = dict(peer.local_app_data)
     app["departed-nodes"] = json.dumps(["w7"])
     state = with_relation(state, dataclasses.replace(peer, local_app_data=app))
-    (root / cp.STATE_DIR.lstrip("/") / "reconciled.json").unlink()  # as on another unit
+    (root / literals.STATE_DIR.lstrip("/") / "reconciled.json").unlink()  # as on another unit
     state = cluster.ctx.run(cluster.ctx.on.leader_elected(), state)
     assert _deletes(kubectl) == ["node w7 --ignore-not-found"]
     assert _departed_nodes(state) == ()
@@ -192,5 +193,5 @@ def test_in_a_recording_sandbox_deletion_is_recorded(cluster, caplog) -> None:
 
 @pytest.mark.parametrize("value", ["[" * 3000, '"w1', "{}", '["w1"]', "A" * 70_000])
 def test_a_hostile_node_name_claims_nothing_and_breaks_nothing(value: str) -> None:
-    assert cp.node_name_claimed({"node-name": value}) is None
-    assert cp.node_name_claimed({"node-name": '"w1"', "kubelet-csr": "A" * 70_000}) == "w1"
+    assert node_name_claimed({"node-name": value}) is None
+    assert node_name_claimed({"node-name": '"w1"', "kubelet-csr": "A" * 70_000}) == "w1"

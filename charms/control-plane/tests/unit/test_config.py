@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from conftest import base_state, cni_bag, files_under
+from builders import base_state, cni_bag, files_under
 from ops import testing
 
 
@@ -35,7 +35,7 @@ from ops import testing
         ({"cluster-domain": "Cluster.Local"}, "cluster-domain", "DNS domain"),
         ({"image-registry": "https://registry.k8s.io"}, "image-registry", "not a registry"),
         ({"audit-policy": "kind: Nope"}, "audit-policy", "Policy"),
-        ({"audit-log-maxsize": 0}, "audit-log-maxsize", "integer"),
+        ({"audit-log-maxsize": 0}, "audit-log-maxsize", "between 1 and 100000"),
         ({"release-mirror": "ftp://mirror"}, "release-mirror", "http"),
         ({"kubernetes-sha256": "abc"}, "kubernetes-sha256", "64 hex"),
     ],

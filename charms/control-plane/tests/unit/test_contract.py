@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import yaml
-from conftest import CHARM_ROOT
+from builders import CHARM_ROOT
 
 
 def _meta() -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from conftest import ETCD_URLS, base_state, flags_of, service_argv, with_relation
+from builders import ETCD_URLS, base_state, flags_of, service_argv, with_relation
 from ops import testing
 
 from kaji import pki

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import pathlib
 
-from conftest import base_state, unit_data
+from builders import base_state, unit_data
 from ops import testing
 
 from kaji import pki

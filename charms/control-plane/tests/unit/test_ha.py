@@ -6,7 +6,7 @@ import dataclasses
 import json
 import pathlib
 
-from conftest import CONTEXT_ROOT, Cluster, base_state, peer_bag, with_relation
+from builders import CONTEXT_ROOT, Cluster, base_state, peer_bag, with_relation
 from ops import testing
 
 from charm import ControlPlaneCharm

@@ -17,10 +17,9 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-import control_plane as cp
 import pytest
 import yaml
-from conftest import (
+from builders import (
     CHARM_ROOT,
     CONTEXT_ROOT,
     Cluster,
@@ -34,10 +33,12 @@ from conftest import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kaji_control_plane.config import ControlPlaneConfig
 from ops import testing
 
 from charm import ControlPlaneCharm
 from kaji import pki
+from kaji.config import ConfigError
 from kaji.interfaces import RelationDataError
 from kaji.interfaces import control_plane_peers as peers
 from kaji.interfaces import kube_control as kc
@@ -304,11 +305,11 @@ def test_hostile_relation_data_never_crashes_a_hook(
         _published_data_is_valid(state, out)
 
 
-def _config_error(options: dict[str, Any]) -> cp.ConfigError | None:
+def _config_error(options: dict[str, Any]) -> ConfigError | None:
     """What the charm's own option check (and the pod network check) says of ``options``."""
     try:
-        cp.check_pod_cidr(cp.parse_settings(options), "10.1.0.0/16")
-    except cp.ConfigError as exc:
+        ControlPlaneConfig.from_options(options).check_pod_cidr("10.1.0.0/16")
+    except ConfigError as exc:
         return exc
     return None
 

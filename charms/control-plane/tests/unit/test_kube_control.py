@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import base_state, with_relation, worker_bag
+from builders import base_state, with_relation, worker_bag
 from ops import testing
 
 from kaji import pki

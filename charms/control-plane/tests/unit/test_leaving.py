@@ -13,7 +13,7 @@ import dataclasses
 import pathlib
 
 import pytest
-from conftest import (
+from builders import (
     CONTEXT_ROOT,
     Cluster,
     base_state,

@@ -7,15 +7,21 @@ import json
 import pathlib
 import stat
 
-import control_plane as cp
 import pytest
-from conftest import base_state, peer_bag
+from builders import base_state, peer_bag
+from kaji_control_plane import literals
+from kaji_control_plane.pki import ca_from_content
 from ops import testing
 
 from kaji import pki
 from kaji.interfaces import control_plane_peers as peers
 
-LABELS = {cp.CA_SECRET, cp.FRONT_PROXY_CA_SECRET, cp.SERVICE_ACCOUNT_SECRET, cp.ENCRYPTION_SECRET}
+LABELS = {
+    literals.CA_SECRET,
+    literals.FRONT_PROXY_CA_SECRET,
+    literals.SERVICE_ACCOUNT_SECRET,
+    literals.ENCRYPTION_SECRET,
+}
 
 
 def _mode(path: pathlib.Path) -> int:
@@ -86,12 +92,12 @@ def test_client_certificates_carry_their_identities(cluster, root: pathlib.Path)
 def test_shared_keys_come_from_the_secrets(cluster, root: pathlib.Path) -> None:
     state = cluster.converge(base_state())
     content = {s.label: s.tracked_content for s in state.secrets}
-    assert (root / "etc/kubernetes/pki/sa.key").read_text() == content[cp.SERVICE_ACCOUNT_SECRET][
-        "key"
-    ]
+    assert (root / "etc/kubernetes/pki/sa.key").read_text() == content[
+        literals.SERVICE_ACCOUNT_SECRET
+    ]["key"]
     config = json.loads((root / "etc/kubernetes/encryption-config.yaml").read_text())
     provider = config["resources"][0]["providers"][0]["secretbox"]["keys"][0]
-    assert provider["secret"] == content[cp.ENCRYPTION_SECRET]["key"]
+    assert provider["secret"] == content[literals.ENCRYPTION_SECRET]["key"]
     assert config["resources"][0]["resources"] == ["secrets"]
 
 
@@ -145,8 +151,8 @@ def test_certificate_is_renewed_when_due(cluster, root: pathlib.Path) -> None:
     state = cluster.converge(base_state())
     app = peers.read_peer_app(state.get_relations("cluster")[0].local_app_data)
     assert app is not None
-    ca = cp.ca_from_content(
-        next(s for s in state.secrets if s.label == cp.CA_SECRET).tracked_content
+    ca = ca_from_content(
+        next(s for s in state.secrets if s.label == literals.CA_SECRET).tracked_content
     )
     csr = (root / "etc/kubernetes/pki/scheduler.csr").read_text()
     old = pki.sign_csr(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pathlib
 
-import control_plane as cp
 import pytest
 import yaml
-from conftest import base_state, flags_of, service_argv
+from builders import base_state, flags_of, service_argv
+from kaji_control_plane import cluster_setup, literals
 from ops import testing
 
 from kaji import kubernetes as k8s
@@ -56,7 +56,7 @@ def test_every_rendered_flag_exists_in_the_target_version(
     cluster, root: pathlib.Path, version: str
 ) -> None:
     cluster.converge(base_state(config={"kubernetes-version": version}))
-    for name in cp.SERVICES:
+    for name in literals.SERVICES:
         argv = service_argv(root, name)
         assert k8s.unknown_flags(name, version, k8s.argv_flags(argv)) == [], name
 
@@ -148,5 +148,5 @@ def test_cluster_setup_manifests_are_rendered(cluster, root: pathlib.Path) -> No
 
 
 def test_non_leader_does_not_apply(ctx, root: pathlib.Path, monkeypatch) -> None:
-    monkeypatch.setattr(cp, "apply_manifests", lambda *a, **k: pytest.fail("applied"))
+    monkeypatch.setattr(cluster_setup, "apply_manifests", lambda *a, **k: pytest.fail("applied"))
     ctx.run(ctx.on.update_status(), base_state(leader=False))

@@ -11,7 +11,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CHARM_ROOT, CONTEXT_ROOT, base_state, cni_bag, service_argv, with_relation
+from builders import CHARM_ROOT, CONTEXT_ROOT, base_state, cni_bag, service_argv, with_relation
+from kaji_control_plane import literals
 from ops import testing
 
 import charm
@@ -123,7 +124,7 @@ def test_full_reconcile_after_the_maximum_age_then_cheap_again(
     ctx, settled: testing.State, root: pathlib.Path, reconciles: list[str]
 ) -> None:
     record = json.loads((root / RECORD).read_text())
-    record["at"] -= charm.FULL_RECONCILE_INTERVAL + 10
+    record["at"] -= literals.FULL_RECONCILE_INTERVAL + 10
     (root / RECORD).write_text(json.dumps(record))
     state = ctx.run(ctx.on.update_status(), settled)
     assert reconciles == ["reconcile"]
@@ -137,7 +138,7 @@ def test_a_certificate_due_for_renewal_reconciles(
     record = json.loads((root / RECORD).read_text())
     # The earliest due time of the certificates this leader looks after: two thirds into
     # the life of the shortest-lived one, far in the future right after issuing.
-    assert record["recheck-after"] > record["at"] + charm.FULL_RECONCILE_INTERVAL
+    assert record["recheck-after"] > record["at"] + literals.FULL_RECONCILE_INTERVAL
     record["recheck-after"] = record["at"] - 1
     (root / RECORD).write_text(json.dumps(record))
     ctx.run(ctx.on.update_status(), settled)
@@ -157,7 +158,7 @@ def test_a_second_full_reconcile_leaves_the_record_untouched(
 def test_peer_joining_changes_the_inputs(
     ctx, settled: testing.State, tmp_path: pathlib.Path, reconciles: list[str]
 ) -> None:
-    from conftest import peer_bag
+    from builders import peer_bag
 
     bag, _ = peer_bag(tmp_path / "cp-1", "cp-1", ["10.0.0.21"])
     peer = settled.get_relations("cluster")[0]
@@ -167,7 +168,5 @@ def test_peer_joining_changes_the_inputs(
 
 
 def test_record_lives_in_the_workload_state_dir() -> None:
-    """charm.py spells the path out (control_plane loads lazily); they must agree."""
-    import control_plane as cp
-
-    assert f"{cp.STATE_DIR}/reconciled.json" == charm.RECONCILED_FILE
+    """The record lives in the workload's state directory (charm.py names it from literals)."""
+    assert f"{literals.STATE_DIR}/reconciled.json" == literals.RECONCILED_FILE

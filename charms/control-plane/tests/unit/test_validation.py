@@ -13,11 +13,12 @@ import shutil
 import subprocess
 import sys
 
-import control_plane as cp
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import base_state, peer_bag, service_argv, worker_bag
+from builders import base_state, peer_bag, service_argv, worker_bag
+from kaji_control_plane import cluster_setup, literals
+from kaji_control_plane.config import ControlPlaneConfig
 from ops import testing
 
 from kaji import kubernetes as k8s
@@ -78,7 +79,7 @@ def test_systemd_units_verify(rendered, root: pathlib.Path, tmp_path: pathlib.Pa
     units = tmp_path / "units"
     units.mkdir()
     manager = RecordingManager(root / "var/lib/kaji/services")
-    for name in cp.SERVICES:
+    for name in literals.SERVICES:
         spec = manager.get(name)
         assert spec is not None
         binary = pathlib.Path(spec.argv[0])  # the install path inside the sandbox
@@ -102,12 +103,12 @@ def test_rendered_manifests_validate(rendered, root: pathlib.Path) -> None:
 
 @pytest.mark.parametrize("minor", k8s.supported_versions())
 def test_manifests_validate_for_every_supported_version(minor: str) -> None:
-    from conftest import default_options
+    from builders import default_options
 
-    settings = cp.parse_settings(
+    settings = ControlPlaneConfig.from_options(
         {**default_options(), "kubernetes-version": f"{minor}.0", "image-registry": "m.example/k"}
     )
-    for text in cp.render_manifests(settings).values():
+    for text in cluster_setup.render_manifests(settings).values():
         for doc in yaml.safe_load_all(text):
             kubernetes_validate.validate(doc, minor, strict=True)
 
@@ -226,6 +227,6 @@ def test_service_account_key_pair_matches(rendered, root: pathlib.Path) -> None:
 
 def test_flags_exist_for_the_target_version(rendered, root: pathlib.Path) -> None:
     version, _ = rendered
-    for name in cp.SERVICES:
+    for name in literals.SERVICES:
         argv = service_argv(root, name)
         assert k8s.unknown_flags(name, version, k8s.argv_flags(argv)) == []

@@ -48,7 +48,6 @@ PROXY_OWNED_KEYS = frozenset(
 _LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?)")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_REGISTRY_HOST = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?")
 #: Label namespaces under kubernetes.io/k8s.io a kubelet may set on its own node
 #: (the NodeRestriction admission plugin refuses the others).
 _KUBELET_LABELS = frozenset(
@@ -219,6 +218,15 @@ def _check_url(option: str, url: str, schemes: tuple[str, ...]) -> str:
     return url.rstrip("/")
 
 
+def _is_registry_host(registry: str) -> bool:
+    """A registry as kaji.kubernetes defines one, host[:port] alone (a mirror's key), lowercase."""
+    try:
+        kubernetes.check_image_registry(registry)
+    except ValueError:
+        return False
+    return "/" not in registry and registry == registry.lower()
+
+
 def parse_mirrors(text: str) -> dict[str, tuple[str, ...]]:
     """``registry-mirrors``: space-separated ``registry=url[,url...]``."""
     mirrors: dict[str, tuple[str, ...]] = {}
@@ -226,7 +234,7 @@ def parse_mirrors(text: str) -> dict[str, tuple[str, ...]]:
         registry, sep, urls = word.partition("=")
         if not sep or not urls:
             raise ConfigError("registry-mirrors", f"{word!r} is not registry=url[,url...]")
-        if registry != "_default" and not _REGISTRY_HOST.fullmatch(registry):
+        if registry != "_default" and not _is_registry_host(registry):
             raise ConfigError("registry-mirrors", f"{registry!r} is not a registry host[:port]")
         if registry in mirrors:
             raise ConfigError("registry-mirrors", f"{registry!r} given twice")
