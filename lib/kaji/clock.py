@@ -3,7 +3,7 @@
 Under Juju this is the wall clock. The offline model (``kaji.model``) keeps a clock of its own
 that ``python -m kaji.model wait`` advances, and runs every hook with ``KAJI_CLOCK_OFFSET`` set
 to how far that clock is ahead of the wall clock, so "a year later" can be simulated: certificate
-issue and renewal (``kaji.pki``), reconcile-record ages (``kaji.operator``) and anything else
+issue and renewal (``kaji.pki``), reconcile-record ages (``kaji.reconciler``) and anything else
 that asks the time here follow the model. Durations and timeouts keep using
 ``time.monotonic()``, which the model never moves.
 """

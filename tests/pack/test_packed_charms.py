@@ -419,7 +419,7 @@ def _assert_imports_as_dispatched(charm: PackedCharm, root: Path) -> dict[str, A
         if path and not (root / path).resolve().is_relative_to(root.resolve())
     }
     assert not outside, f"imported from outside the charm: {outside}"
-    for name in ("kaji", "kaji.pki", "kaji.operator", "ops", "charm"):
+    for name in ("kaji", "kaji.pki", "kaji.reconciler", "ops", "charm"):
         assert name in files, f"{name} was not imported"
     kaji_file = (root / str(files["kaji"])).resolve()
     assert kaji_file == (root / "lib" / "kaji" / "__init__.py").resolve()

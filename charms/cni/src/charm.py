@@ -17,7 +17,7 @@ from kaji.interfaces import Refusal, RelationDataError
 from kaji.interfaces.cni import CniPrincipalUnit, CniUnit
 from kaji.interfaces.cni_network import CniNetworkApp, CniNetworkUnit
 from kaji.juju import binding_address
-from kaji.operator import ReconcilingCharm
+from kaji.reconciler import ReconcilingCharm
 
 logger = logging.getLogger(__name__)
 

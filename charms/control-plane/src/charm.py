@@ -14,7 +14,7 @@ from kaji.config import ConfigError
 from kaji.host import host_from_environment
 from kaji.juju import attached_resource, binding_address, ingress_addresses
 from kaji.lazy import lazy_import
-from kaji.operator import ReconcileRecord, ReconcilingCharm
+from kaji.reconciler import ReconcileRecord, ReconcilingCharm
 
 if TYPE_CHECKING:
     from kaji_control_plane import (
@@ -98,7 +98,7 @@ class ControlPlaneCharm(ReconcilingCharm):
         """The machine's own address on kube-control (a sandbox's API server listens there)."""
         return binding_address(self.model, KUBE_CONTROL, "bind") or fallback
 
-    # -- update-status (kaji.operator's record) ----------------------------------------------
+    # -- update-status (kaji.reconciler's record) ----------------------------------------------
 
     def reconcile_inputs(self) -> dict[str, Any]:
         """Besides config and relation data: the addresses and the hostname.

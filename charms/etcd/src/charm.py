@@ -18,7 +18,8 @@ from kaji_etcd.relations import Peers, dns_hostname, peer_unit_names
 from kaji.config import ConfigError
 from kaji.host import HostError, RecordingManager, host_from_environment
 from kaji.juju import attached_resource, binding_address
-from kaji.operator import ReconcileRecord, ReconcilingCharm, lazy_import
+from kaji.lazy import lazy_import
+from kaji.reconciler import ReconcileRecord, ReconcilingCharm
 
 if TYPE_CHECKING:
     from kaji_etcd import actions, binaries, membership

@@ -22,7 +22,7 @@ import kaji.host
 from kaji.config import ConfigError
 from kaji.juju import attached_resource, binding_address
 from kaji.lazy import lazy_import
-from kaji.operator import ReconcileRecord, ReconcilingCharm
+from kaji.reconciler import ReconcileRecord, ReconcilingCharm
 
 if TYPE_CHECKING:
     from kaji_worker import config
@@ -76,7 +76,7 @@ class WorkerCharm(ReconcilingCharm):
             return status.LEAVING
         return None if self._outcome is None else status.unit_status(self._outcome)
 
-    # -- update-status (kaji.operator's record) ----------------------------------------------
+    # -- update-status (kaji.reconciler's record) ----------------------------------------------
 
     def reconcile_inputs(self) -> dict[str, Any]:
         """Besides config, proxies and relation data, a reconcile reads the name and address."""

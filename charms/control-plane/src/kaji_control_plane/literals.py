@@ -31,7 +31,7 @@ ETCD_PKI_DIR = f"{PKI_DIR}/etcd"
 MANIFEST_DIR = f"{KUBE_DIR}/manifests"
 AUDIT_LOG = "/var/log/kubernetes/audit.log"
 STATE_DIR = "/var/lib/kaji/control-plane"
-#: The reconcile record (kaji.operator), in STATE_DIR.
+#: The reconcile record (kaji.reconciler), in STATE_DIR.
 RECONCILED_FILE = f"{STATE_DIR}/reconciled.json"
 #: The digest of the manifests last applied, in STATE_DIR.
 APPLIED_DIGEST_FILE = f"{STATE_DIR}/applied-manifests.sha256"

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 import ops
 
 from kaji import pki as kaji_pki
+from kaji.app_secrets import app_secret_content
 from kaji.certs import KeyAndRequest
 from kaji.host import CommandTimeoutError, Host
 from kaji.interfaces import Refusal, RelationDataError, read_or_refuse, update_databag
@@ -22,7 +23,6 @@ from kaji.interfaces import cni as cni_if
 from kaji.interfaces import control_plane_peers as peers
 from kaji.interfaces import etcd as etcd_if
 from kaji.interfaces import kube_control as kc
-from kaji.secrets import app_secret_content
 
 from . import pki, status
 from .config import ControlPlaneConfig

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import ops
 
 from kaji.juju import attached_resource
-from kaji.operator import lazy_import
+from kaji.lazy import lazy_import
 from kaji_etcd import EtcdError
 from kaji_etcd.literals import RECORDED_NOTE, SNAPSHOT_RESOURCE
 

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import ops
 
+from kaji.app_secrets import app_secret_content
 from kaji.interfaces import Refusal, RelationDataError, read_or_refuse, update_databag
-from kaji.operator import app_secret_content, lazy_import
+from kaji.lazy import lazy_import
 from kaji_etcd.literals import CA_SECRET_LABEL, MEMBER_KEY_NAME, PKI_DIR
 
 if TYPE_CHECKING:

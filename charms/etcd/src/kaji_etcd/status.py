@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import ops
 
 from kaji.interfaces import Refusal, RelationDataError
-from kaji.operator import lazy_import
+from kaji.lazy import lazy_import
 from kaji_etcd.literals import EXPIRY_WARNING_DAYS, MAX_NOTES, MEMBER_CERT_FILE, RECORDED_NOTE
 
 if TYPE_CHECKING:

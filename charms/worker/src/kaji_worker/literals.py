@@ -24,7 +24,7 @@ STATE_DIR = "/var/lib/kaji/worker"
 STATE_FILE = f"{STATE_DIR}/state.json"
 #: Services this sandbox cannot run (their binary is missing): recorded, never started.
 RECORDED_STATE = f"{STATE_DIR}/recorded-services"
-#: The last full reconcile (kaji.operator's record), for update-status's cheap path.
+#: The last full reconcile (kaji.reconciler's record), for update-status's cheap path.
 RECONCILED_FILE = f"{STATE_DIR}/reconciled.json"
 #: A full reconcile runs at least this often even when nothing changed (seconds).
 FULL_RECONCILE_INTERVAL = 6 * 3600

@@ -1,4 +1,4 @@
-"""update-status: cheap while nothing changed (kaji.operator's reconcile record), in full when
+"""update-status: cheap while nothing changed (kaji.reconciler's reconcile record), in full when
 config, the model's proxies, relation data or a service changed, or the last one blocked."""
 
 from __future__ import annotations

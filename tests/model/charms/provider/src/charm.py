@@ -8,8 +8,9 @@ import secrets
 
 import ops
 
+from kaji.app_secrets import app_secret_content
 from kaji.host import ServiceSpec, host_from_environment
-from kaji.operator import ReconcilingCharm, app_secret_content
+from kaji.reconciler import ReconcilingCharm
 
 
 class ProviderCharm(ReconcilingCharm):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ops
 
 from kaji.host import host_from_environment
-from kaji.operator import ReconcilingCharm
+from kaji.reconciler import ReconcilingCharm
 
 
 class RequirerCharm(ReconcilingCharm):

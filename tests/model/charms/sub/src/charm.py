@@ -7,7 +7,7 @@ import json
 import ops
 
 from kaji.host import host_from_environment
-from kaji.operator import ReconcilingCharm
+from kaji.reconciler import ReconcilingCharm
 
 
 class SubCharm(ReconcilingCharm):

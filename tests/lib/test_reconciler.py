@@ -12,9 +12,9 @@ import ops
 import pytest
 from ops import testing
 
+from kaji.app_secrets import app_secret_content
 from kaji.host import host_from_environment
-from kaji.operator import ReconcileRecord, ReconcilingCharm
-from kaji.secrets import app_secret_content
+from kaji.reconciler import ReconcileRecord, ReconcilingCharm
 
 META = {
     "name": "probe",

@@ -28,8 +28,6 @@ import ops
 
 from kaji import clock
 from kaji.host.proxy import juju_proxy_values
-from kaji.lazy import lazy_import
-from kaji.secrets import app_secret_content
 
 if TYPE_CHECKING:
     from kaji.host import Host
@@ -38,8 +36,6 @@ __all__ = [
     "DEFAULT_MAX_AGE",
     "ReconcileRecord",
     "ReconcilingCharm",
-    "app_secret_content",  # re-exported until the charms import kaji.secrets
-    "lazy_import",  # re-exported until the charms import kaji.lazy
 ]
 
 #: Default maximum age of a reconcile record: a full reconcile runs at least this often.
