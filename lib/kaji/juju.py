@@ -1,4 +1,4 @@
-"""What Juju tells a unit about its machine: binding addresses and attached resources.
+"""What Juju tells a unit: binding addresses, attached resources, the remote units' bags.
 
 Small readers every kaji charm needs, in one place, each tolerant of what Juju, ops.testing and
 the offline model raise when a thing is not there.
@@ -6,11 +6,18 @@ the offline model raise when a thing is not there.
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Literal, TypeVar
 
 import ops
 
-__all__ = ["attached_resource", "binding_address", "ingress_addresses"]
+from kaji.interfaces import Refusal, read_or_refuse
+
+T = TypeVar("T")
+
+__all__ = ["attached_resource", "binding_address", "ingress_addresses", "read_unit_bags"]
 
 
 def binding_address(
@@ -53,3 +60,33 @@ def attached_resource(model: ops.Model, name: str) -> str | None:
     except (ops.ModelError, NameError, RuntimeError):
         return None
     return str(path) if path.exists() and path.stat().st_size > 0 else None
+
+
+def read_unit_bags(
+    relation: ops.Relation,
+    units: Iterable[ops.Unit],
+    read: Callable[[ops.Unit, Mapping[str, str]], T | None],
+    *,
+    what: str,
+    log: logging.Logger,
+) -> tuple[list[tuple[ops.Unit, T]], list[Refusal]]:
+    """Each unit's bag on ``relation`` through ``read(unit, bag)``, in unit-name order.
+
+    Returns what was read (units that sent nothing left out) and the refusals of malformed bags
+    (logged, naming the unit and the key: :func:`kaji.interfaces.read_or_refuse`).
+    """
+    found: list[tuple[ops.Unit, T]] = []
+    refused: list[Refusal] = []
+    for unit in sorted(units, key=lambda u: u.name):
+        data = read_or_refuse(
+            functools.partial(read, unit),
+            relation.data[unit],
+            sender=unit.name,
+            what=what,
+            log=log,
+        )
+        if isinstance(data, Refusal):
+            refused.append(data)
+        elif data is not None:
+            found.append((unit, data))
+    return found, refused

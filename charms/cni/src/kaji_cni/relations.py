@@ -21,6 +21,7 @@ from kaji.interfaces.cni_network import (
     read_network_app,
     read_peer_network_unit,
 )
+from kaji.juju import read_unit_bags
 from kaji_cni.dataplane import Node
 from kaji_cni.literals import PRINCIPAL
 
@@ -52,24 +53,11 @@ def read_peer_nodes(
     peers: ops.Relation, units: Iterable[ops.Unit], table: CniNetworkApp
 ) -> tuple[list[Node], list[Refusal]]:
     """The peers with a subnet to route to, and the peer data refused (malformed, unverified)."""
-    nodes: list[Node] = []
-    refused: list[Refusal] = []
-    for unit in sorted(units, key=lambda u: u.name):
-        subnet = table.subnet_for(unit.name)
-        if subnet is None:
-            continue
-        data = read_or_refuse(
-            read_peer_network_unit,
-            peers.data[unit],
-            sender=unit.name,
-            what="network data",
-            log=logger,
-        )
-        if isinstance(data, Refusal):
-            refused.append(data)
-        elif data is not None:
-            nodes.append(Node(unit.name, subnet, data.underlay_address))
-    return nodes, refused
+    subnets = {unit: s for unit in units if (s := table.subnet_for(unit.name)) is not None}
+    found, refused = read_unit_bags(
+        peers, subnets, lambda _, bag: read_peer_network_unit(bag), what="network data", log=logger
+    )
+    return [Node(unit.name, subnets[unit], data.underlay_address) for unit, data in found], refused
 
 
 def publish_allocations(peers: ops.Relation, app: ops.Application, table: CniNetworkApp) -> None:

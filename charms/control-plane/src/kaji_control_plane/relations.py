@@ -23,6 +23,7 @@ from kaji.interfaces import cni as cni_if
 from kaji.interfaces import control_plane_peers as peers
 from kaji.interfaces import etcd as etcd_if
 from kaji.interfaces import kube_control as kc
+from kaji.juju import read_unit_bags
 
 from . import pki, status
 from .config import ControlPlaneConfig
@@ -134,19 +135,15 @@ def read_peer_units(
     refusals: list[Refusal] = []
     if relation is None or not own_unit.is_leader():
         return units, refusals
-    for unit in relation.units:
-        data = read_or_refuse(
-            peers.read_peer_unit,
-            relation.data[unit],
-            sender=unit.name,
-            what="peer data",
-            log=logger,
-        )
-        if isinstance(data, Refusal):
-            refusals.append(data)
-        elif data is not None:
-            units[unit.name] = data
-    return units, refusals
+    found, refused = read_unit_bags(
+        relation,
+        relation.units,
+        lambda _, bag: peers.read_peer_unit(bag),
+        what="peer data",
+        log=logger,
+    )
+    units.update((unit.name, data) for unit, data in found)
+    return units, [*refusals, *refused]
 
 
 def sign_peers(

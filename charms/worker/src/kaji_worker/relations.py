@@ -21,6 +21,7 @@ from kaji.interfaces.kube_control import (
     read_provider_app,
     read_provider_unit,
 )
+from kaji.juju import read_unit_bags
 
 logger = logging.getLogger(__name__)
 
@@ -57,20 +58,14 @@ def read_kube_control(relation: ops.Relation | None) -> KubeControl | None:
     cluster = read_or_refuse(
         read_provider_app, relation.data[relation.app], sender=app, what="cluster data", log=logger
     )
-    endpoints: set[str] = set()
-    refused: list[Refusal] = []
-    for unit in sorted(relation.units, key=lambda u: u.name):
-        data = read_or_refuse(
-            read_provider_unit,
-            relation.data[unit],
-            sender=unit.name,
-            what="API endpoint",
-            log=logger,
-        )
-        if isinstance(data, Refusal):
-            refused.append(data)
-        elif data is not None:
-            endpoints.add(data.api_endpoint)
+    found, refused = read_unit_bags(
+        relation,
+        relation.units,
+        lambda _, bag: read_provider_unit(bag),
+        what="API endpoint",
+        log=logger,
+    )
+    endpoints = {data.api_endpoint for _, data in found}
     if isinstance(cluster, Refusal):
         return KubeControl(app, None, cluster, tuple(sorted(endpoints)), tuple(refused))
     return KubeControl(app, cluster, None, tuple(sorted(endpoints)), tuple(refused))
