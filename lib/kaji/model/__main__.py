@@ -24,8 +24,23 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kaji.model.bundle import Bundle, BundleError, load_bundle
+import yaml
+
+from kaji.lazy import lazy_import
+from kaji.model.bundle import Bundle, BundleError, find_charm_sources, load_bundle
+from kaji.model.charms import newest_mtime
+from kaji.model.errors import ModelError, NotConverging
+
+if TYPE_CHECKING:
+    import scenario.logger
+
+    from kaji.model import engine, status
+else:  # ops, scenario and the engine only for a command that runs the model
+    scenario = lazy_import("scenario")
+    engine = lazy_import("kaji.model.engine")
+    status = lazy_import("kaji.model.status")
 
 #: Exit codes: OK (every unit active), problem (bad bundle, request or no convergence),
 #: unsettled (the model settled but some unit is not active).
@@ -69,13 +84,9 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _finish(model: object, summary: str) -> int:
-    from kaji.model.engine import Model
-    from kaji.model.status import format_status
-
-    assert isinstance(model, Model)
+def _finish(model: engine.Model, summary: str) -> int:
     model.save()
-    print(format_status(model))
+    print(status.format_status(model))
     print(f"\n{summary}")
     not_active = sorted(
         name
@@ -90,9 +101,6 @@ def _finish(model: object, summary: str) -> int:
 
 def _warn_stale_packed(args: argparse.Namespace) -> None:
     """Say so when a packed charm the bundle names is older than its source."""
-    from kaji.model.bundle import find_charm_sources
-    from kaji.model.charms import newest_mtime
-
     bundle = load_bundle(args.bundle, args.overlay, args.charms_dir)
     root = Path(args.charms_dir) if args.charms_dir else bundle.path.resolve().parent.parent
     sources = find_charm_sources(root if args.charms_dir else root / "charms")
@@ -107,13 +115,13 @@ def _warn_stale_packed(args: argparse.Namespace) -> None:
 
 
 def _command(args: argparse.Namespace) -> int:
-    from kaji.model.engine import Model, ModelError, NotConverging
-
     if args.command == "deploy":
         if args.replace and (args.model_dir / "model.json").exists():
-            stopped = Model.load(args.model_dir).destroy()
+            stopped = engine.Model.load(args.model_dir).destroy()
             print(f"replaced the model in {args.model_dir} ({len(stopped)} service(s) stopped)")
-        model = Model.create(args.model_dir, processes=not args.no_processes, seed=args.seed)
+        model = engine.Model.create(
+            args.model_dir, processes=not args.no_processes, seed=args.seed
+        )
         try:
             model.deploy(
                 args.bundle, args.overlay, args.charms_dir, settle=False, from_source=args.source
@@ -133,17 +141,19 @@ def _command(args: argparse.Namespace) -> int:
             return EXIT_PROBLEM
         return _finish(model, f"deployed {args.bundle}: {stats.hooks} hooks, {stats.seconds:.1f}s")
     if args.command == "destroy":
-        model = Model.load(args.model_dir)
+        model = engine.Model.load(args.model_dir)
         stopped = model.destroy()
         print(f"stopped {len(stopped)} service(s); removed {model.directory}")
         return EXIT_OK
-    model = Model.load(args.model_dir, seed=args.seed)
+    model = engine.Model.load(args.model_dir, seed=args.seed)
     if args.command == "run-action":
         return _run_action(model, args)
     if args.command == "status":
-        from kaji.model.status import format_status, format_status_json
-
-        print(format_status_json(model) if args.format == "json" else format_status(model))
+        print(
+            status.format_status_json(model)
+            if args.format == "json"
+            else status.format_status(model)
+        )
         return EXIT_OK
     try:
         if args.command == "add-unit":
@@ -216,10 +226,6 @@ def parse_action_args(settings: Sequence[str], *, strings: bool = False) -> dict
     Values are YAML (``n=3`` is an int, ``on=true`` a boolean) unless ``strings``
     (``--string-args``); a dotted key (``file.kind=xz``) makes nested mappings.
     """
-    import yaml
-
-    from kaji.model.engine import ModelError
-
     params: dict[str, object] = {}
     for setting in settings:
         key, sep, raw = setting.partition("=")
@@ -242,13 +248,8 @@ def parse_action_args(settings: Sequence[str], *, strings: bool = False) -> dict
     return params
 
 
-def _run_action(model: object, args: argparse.Namespace) -> int:
+def _run_action(model: engine.Model, args: argparse.Namespace) -> int:
     """Run one action, print its outcome as ``juju run`` does (YAML), save the model."""
-    import yaml
-
-    from kaji.model.engine import Model, NotConverging
-
-    assert isinstance(model, Model)
     settings = [a for a in args.params if a != "--string-args"]
     strings = args.string_args or len(settings) != len(args.params)
     params = parse_action_args(settings, strings=strings)
@@ -347,13 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("destroy", "stop every process of the model and remove its directory")
     args = parser.parse_args(argv)
 
-    import scenario.logger  # sets its own level on import: import first, then quieten
-
+    # scenario's logger sets its own level when scenario is imported: import, then quieten
     logging.getLogger(scenario.logger.logger.name).setLevel(logging.ERROR)
     if args.command == "check":
         return _check(args)
-    from kaji.model.engine import ModelError
-
     try:
         return _command(args)
     except ModelError as e:

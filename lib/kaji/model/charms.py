@@ -17,9 +17,16 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from kaji.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import ops
+else:
+    ops = lazy_import("ops")
 
 #: Files scenario writes into a charm root for every run; never linked from the source.
 _METADATA_FILES = ("metadata.yaml", "config.yaml", "actions.yaml")
@@ -138,8 +145,6 @@ class CharmCode:
 
     @staticmethod
     def _find_charm_class(module: ModuleType) -> type[Any]:
-        import ops
-
         classes = [
             obj
             for obj in vars(module).values()

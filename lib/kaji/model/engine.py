@@ -27,11 +27,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kaji.model.bundle import Bundle, load_bundle
-from kaji.model.charms import CharmCode
+from kaji.host.processes import ProcessManager
+from kaji.model.bundle import Bundle, find_charm_sources, load_bundle
+from kaji.model.charms import CharmCode, CharmLoadError
 from kaji.model.delivery import SECRET_RETRY_DELAY, UPDATE_STATUS_INTERVAL
 from kaji.model.errors import ModelError, NotConverging, NotConvergingError, RunStats
 from kaji.model.hook import HookRunner
+from kaji.model.network import (
+    NetworkError,
+    claim_range,
+    machine_addresses,
+    network_range,
+    release_range,
+    stop_forwarders,
+)
 from kaji.model.values import (
     action_params,
     convert_option,
@@ -140,8 +149,6 @@ class Model(HookRunner):
         directory.mkdir(parents=True, exist_ok=True)
         world = World(uuid=str(uuid.uuid4()), processes=processes)
         world.clock = float(int(time.time()))
-        from kaji.model.network import NetworkError, claim_range, network_range
-
         try:
             block = claim_range(directory)
         except NetworkError as error:
@@ -179,8 +186,6 @@ class Model(HookRunner):
         stopped: list[str] = []
         for machine_id in sorted(self.world.machines):
             stopped += [f"{machine_id}/{s}" for s in self._stop_machine_processes(machine_id)]
-        from kaji.model.network import release_range, stop_forwarders
-
         for forwarders in (self.directory / "network").glob("*"):
             stop_forwarders(forwarders)
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -211,8 +216,6 @@ class Model(HookRunner):
         bundle = load_bundle(bundle_path, overlays, charms_dir)
         sources: dict[str, Path] = {}
         if from_source:
-            from kaji.model.bundle import find_charm_sources
-
             root = (
                 Path(charms_dir) if charms_dir else bundle.path.resolve().parent.parent / "charms"
             )
@@ -447,8 +450,6 @@ class Model(HookRunner):
             ModelError: the new charm cannot be loaded, is another charm, or lacks an endpoint
                 an existing relation uses.
         """
-        from kaji.model.charms import CharmLoadError
-
         info = self._app(app)
         source = Path(path).absolute() if path is not None else Path(info.source)
         work = self.directory / "charms" / f"{info.charm}@{info.revision + 1}"
@@ -629,8 +630,6 @@ class Model(HookRunner):
         mid = w.next_machine
         w.next_machine += 1
         if "block" in w.network:
-            from kaji.model.network import machine_addresses
-
             a = machine_addresses(int(w.network["block"]), mid)
             machine = Machine(
                 id=mid,
@@ -739,9 +738,6 @@ class Model(HookRunner):
         self._check_secret_triggers()
 
     def _stop_machine_processes(self, machine_id: int) -> list[str]:
-        from kaji.host.processes import ProcessManager
-        from kaji.model.network import stop_forwarders
-
         stop_forwarders(self.directory / "network" / str(machine_id))
         state_dir = self.machine_root(machine_id) / "var/lib/kaji/processes"
         if not state_dir.is_dir():

@@ -16,18 +16,30 @@ import time
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kaji import clock
+from kaji.host.processes import ProcessManager
+from kaji.lazy import lazy_import
+from kaji.model import network
 from kaji.model.charms import CharmCode
 from kaji.model.delivery import SECRET_RETRY_DELAY, Delivery
 from kaji.model.errors import ModelError
 from kaji.model.hooktools import count_hook_tools
 from kaji.model.juju_semantics import UNIT_GET, juju_semantics
-from kaji.model.network import container_bindings
+from kaji.model.network import container_bindings, spec_stamps
 from kaji.model.speedups import collect_hosts, environment, fast_metadata_yaml
 from kaji.model.values import next_rotate, ops_status, rotate_policy, unit_number
 from kaji.model.world import LIFECYCLE, Event, Machine, Relation, SecretRecord, Unit
+
+if TYPE_CHECKING:
+    from ops import testing
+    from scenario import context as scenario_context
+    from scenario import errors as scenario_errors
+else:
+    testing = lazy_import("ops.testing")
+    scenario_context = lazy_import("scenario.context")
+    scenario_errors = lazy_import("scenario.errors")
 
 
 class HookRunner(Delivery):
@@ -55,8 +67,6 @@ class HookRunner(Delivery):
         return self._code[key]
 
     def _run(self, unit: Unit, index: int) -> None:
-        from scenario.errors import UncaughtCharmError
-
         event = unit.queue[index]
         rel = self.world.relations.get(event.relation) if event.relation is not None else None
         if event.kind == "leader-elected":
@@ -86,10 +96,6 @@ class HookRunner(Delivery):
         no_remote = event.kind == "relation-changed" and event.remote is None
         hosts: list[Any] = []
         tools: collections.Counter[str] = collections.Counter()
-        from ops import testing
-
-        from kaji.model.network import spec_stamps
-
         stamps = spec_stamps(self.machine_root(machine.id))
 
         ctx = testing.Context(
@@ -122,7 +128,7 @@ class HookRunner(Delivery):
                 ),
             ):
                 out = ctx.run(ctx_event, state)
-        except UncaughtCharmError as e:
+        except scenario_errors.UncaughtCharmError as e:
             cause = e.__cause__ or e
             unit.error = f'hook failed: "{event.kind}": {type(cause).__name__}: {cause}'
             unit.counters["errors"] += 1
@@ -159,11 +165,6 @@ class HookRunner(Delivery):
 
     def _run_action(self, unit: Unit) -> None:
         """Run the unit's oldest queued action, then collect-status, as ops dispatches one."""
-        from ops import testing
-        from scenario.errors import UncaughtCharmError
-
-        from kaji.model.network import container_bindings
-
         w = self.world
         record = w.actions[unit.actions.pop(0)]
         event = Event(f"{record['name']} action")
@@ -200,7 +201,7 @@ class HookRunner(Delivery):
                 out = ctx.run(ctx.on.action(record["name"], params=record["params"]), state)
         except testing.ActionFailed as e:
             status, message, out = "failed", e.message, e.state
-        except UncaughtCharmError as e:
+        except scenario_errors.UncaughtCharmError as e:
             cause = e.__cause__ or e
             # The dispatch exits non-zero: Juju fails the action; the unit is not in error.
             status, message = "failed", "exit status 1"
@@ -245,8 +246,6 @@ class HookRunner(Delivery):
         }
 
     def _state_for(self, unit: Unit, event: Event) -> tuple[Any, dict[str, Any]]:
-        from ops import testing
-
         w = self.world
         app = w.apps[unit.app]
         code = self.code(unit.app)
@@ -382,34 +381,38 @@ class HookRunner(Delivery):
     def _ops_event(
         self, unit: Unit, event: Event, state: Any, handles: Mapping[str, Any], code: CharmCode
     ) -> Any:
-        from scenario.context import CharmEvents
-
         k = event.kind
         if k in LIFECYCLE:
-            return getattr(CharmEvents, k.replace("-", "_"))()
+            return getattr(scenario_context.CharmEvents, k.replace("-", "_"))()
         if k == "secret-changed":
             secret = handles.get(event.secret or "")
-            return CharmEvents.secret_changed(secret) if secret is not None else None
+            return (
+                scenario_context.CharmEvents.secret_changed(secret) if secret is not None else None
+            )
         if k in ("secret-rotate", "secret-expired", "secret-remove"):
             secret = handles.get(event.secret or "")
             if secret is None or secret.owner is None:
                 return None  # gone, or this unit no longer owns it
             if k == "secret-rotate":
-                return CharmEvents.secret_rotate(secret)
+                return scenario_context.CharmEvents.secret_rotate(secret)
             if k == "secret-expired":
-                return CharmEvents.secret_expired(secret, revision=int(event.revision or 0))
-            return CharmEvents.secret_remove(secret, revision=int(event.revision or 0))
+                return scenario_context.CharmEvents.secret_expired(
+                    secret, revision=int(event.revision or 0)
+                )
+            return scenario_context.CharmEvents.secret_remove(
+                secret, revision=int(event.revision or 0)
+            )
         relation = next((r for r in state.relations if r.id == event.relation), None)
         if relation is None:
             return None
         remote = self.world.units.get(event.remote) if event.remote else None
         remote_id = remote.number if remote else unit_number(event.remote)
         if k == "relation-created":
-            return CharmEvents.relation_created(relation)
+            return scenario_context.CharmEvents.relation_created(relation)
         if k == "relation-broken":
-            return CharmEvents.relation_broken(relation)
+            return scenario_context.CharmEvents.relation_broken(relation)
         if k == "relation-joined":
-            return CharmEvents.relation_joined(relation, remote_unit=remote_id)
+            return scenario_context.CharmEvents.relation_joined(relation, remote_unit=remote_id)
         if k == "relation-changed":
             if remote_id is None:
                 # The remote application's data changed: Juju runs relation-changed with no
@@ -417,9 +420,9 @@ class HookRunner(Delivery):
                 # one and juju_semantics empties JUJU_REMOTE_UNIT.
                 remote_ids = list(relation._remote_unit_ids)
                 remote_id = remote_ids[0] if remote_ids else 0
-            return CharmEvents.relation_changed(relation, remote_unit=remote_id)
+            return scenario_context.CharmEvents.relation_changed(relation, remote_unit=remote_id)
         if k == "relation-departed":
-            return CharmEvents.relation_departed(
+            return scenario_context.CharmEvents.relation_departed(
                 relation, remote_unit=remote_id, departing_unit=unit_number(event.departing)
             )
         raise ModelError(f"unknown hook {k}")
@@ -591,8 +594,6 @@ class HookRunner(Delivery):
         Services are the unit's own: those whose state a hook of this unit wrote (remembered
         as ``service:<name>`` counters), not its principal's or subordinate's.
         """
-        from kaji.model import network
-
         machine = self.world.machines[unit.machine]
         root = self.machine_root(machine.id)
         for name, stamp in network.spec_stamps(root).items():
@@ -614,8 +615,6 @@ class HookRunner(Delivery):
         problems = network.advertised_bind(unit.name, addresses, bags)
         problems += network.flag_problems(root, addresses, owned)
         if self.world.processes:
-            from kaji.host.processes import ProcessManager
-
             services = ProcessManager(root / "var/lib/kaji/processes")
             pids = {
                 pid: name

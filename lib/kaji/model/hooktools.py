@@ -22,7 +22,14 @@ import collections
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from kaji.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from scenario import mocking
+else:
+    mocking = lazy_import("scenario.mocking")
 
 #: ops backend method -> the Juju hook tool it runs.
 TOOLS: dict[str, str] = {
@@ -104,8 +111,6 @@ def _wrap(method: str, original: Callable[..., Any], into: collections.Counter[s
 @contextlib.contextmanager
 def count_hook_tools(into: collections.Counter[str]) -> Iterator[None]:
     """Count, into ``into`` (tool name -> calls), every hook tool ops runs in the block."""
-    from scenario import mocking
-
     backend = mocking._MockModelBackend
     saved: dict[str, Any] = {}
     for method in TOOLS:

@@ -8,7 +8,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from kaji.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import ops
+    from scenario import _runtime, mocking
+else:
+    ops = lazy_import("ops")
+    _runtime = lazy_import("scenario._runtime")
+    mocking = lazy_import("scenario.mocking")
 
 #: The ``unit-get`` hook tool as the model answers it (Juju: worker/uniter/runner/jujuc
 #: unit-get.go: ``unit-get private-address|public-address [--format yaml|json]``).
@@ -57,12 +67,8 @@ def juju_semantics(
       "tracks", which an owner does not);
     - relation-list of a container relation whose remote unit has not joined is empty.
     """
-    import ops
-    import scenario._runtime
-    import scenario.mocking
-
-    runtime = scenario._runtime.Runtime
-    backend: Any = scenario.mocking._MockModelBackend
+    runtime = _runtime.Runtime
+    backend: Any = mocking._MockModelBackend
     saved = runtime._get_event_env, backend.resource_get, backend.secret_remove
     original_env, original_get, original_remove = saved
     original_list = backend.relation_list

@@ -33,7 +33,19 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from kaji.host.errors import ServiceError
+from kaji.host.processes import ProcessManager, process_start_time, socket_owners, tcp_listeners
+from kaji.host.services import ServiceSpec
+from kaji.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from scenario import mocking
+else:
+    mocking = lazy_import("scenario.mocking")
 
 REGISTRY_ENV = "KAJI_MODEL_RANGES"
 DEFAULT_REGISTRY = Path("/tmp/kaji-model-ranges")  # noqa: S108 (host-wide on purpose)
@@ -112,8 +124,6 @@ def _held(path: Path, block: int) -> bool:
 
 def _idle(path: Path) -> bool:
     """Whether a claim's model runs nothing: its creator is gone and no service is alive."""
-    from kaji.host.processes import process_start_time
-
     try:
         claim = json.loads(path.read_text())
         model = Path(claim["model"])
@@ -130,8 +140,6 @@ def _idle(path: Path) -> bool:
 
 def foreign_listeners(block: int) -> list[str]:
     """``address:port`` of every TCP listener inside block ``block``."""
-    from kaji.host.processes import tcp_listeners
-
     prefix = f"127.{block}."
     return [
         f"{lst.address}:{lst.port}" for lst in tcp_listeners() if lst.address.startswith(prefix)
@@ -248,8 +256,6 @@ def _flag_pairs(argv: list[str]) -> list[tuple[str, str, str]]:
 
 def _config_file_pairs(argv: list[str]) -> list[tuple[str, str, str]]:
     """(key, value, as written) of a YAML ``--config-file`` the service reads (etcd's)."""
-    import yaml
-
     pairs = []
     for flag, value, _ in _flag_pairs(argv):
         if flag not in ("config-file", "config"):
@@ -323,8 +329,6 @@ def flag_problems(
 
 
 def _forwarders(state_dir: Path) -> Any:
-    from kaji.host.processes import ProcessManager
-
     return ProcessManager(state_dir, stop_timeout=2.0, startup_grace=0.05)
 
 
@@ -336,10 +340,6 @@ def sync_forwarders(
     Returns problems: a process of this machine (``service_pids``: process group -> service)
     listening on the ingress or public address itself.
     """
-    from kaji.host.errors import ServiceError
-    from kaji.host.processes import socket_owners, tcp_listeners
-    from kaji.host.services import ServiceSpec
-
     listeners = tcp_listeners()
     bind_ports = sorted({lst.port for lst in listeners if lst.address == addresses.bind})
     manager = _forwarders(state_dir)
@@ -413,8 +413,6 @@ def container_bindings() -> Iterator[None]:
     the unit runs on (a subordinate's is its principal's), so it answers with the unit's
     ``juju-info`` binding, which the model sets to that machine's addresses.
     """
-    from scenario import mocking
-
     backend = mocking._MockModelBackend
     own = backend.__dict__.get("network_get")
     original = backend.network_get

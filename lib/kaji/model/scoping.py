@@ -10,9 +10,18 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from kaji.lazy import lazy_import
+from kaji.model.network import MachineAddresses
 from kaji.model.world import Event, Machine, Relation, SecretRecord, Unit, World
+
+if TYPE_CHECKING:
+    import ops
+    from ops import testing
+else:
+    ops = lazy_import("ops")
+    testing = lazy_import("ops.testing")
 
 
 class Scoping:
@@ -102,8 +111,6 @@ class Scoping:
         return False
 
     def _secret_view(self, unit: Unit, record: SecretRecord) -> Any:
-        from ops import SecretRotate, testing
-
         w = self.world
         if record.owner_is_app and record.owner == unit.app:
             owner: str | None = "app"
@@ -134,7 +141,7 @@ class Scoping:
                 if owner and record.latest in record.expires
                 else None
             ),
-            rotate=SecretRotate(record.rotate) if owner and record.rotate else None,
+            rotate=ops.SecretRotate(record.rotate) if owner and record.rotate else None,
         )
         object.__setattr__(secret, "_tracked_revision", tracked)
         object.__setattr__(secret, "_latest_revision", record.latest)
@@ -166,8 +173,6 @@ class Scoping:
 
     def addresses(self, machine: Machine) -> Any:
         """The machine's bind, ingress, public and loopback addresses."""
-        from kaji.model.network import MachineAddresses
-
         if not machine.bind:  # a model saved before ranges
             return MachineAddresses(*[machine.address] * 4)
         return MachineAddresses(machine.bind, machine.address, machine.public, machine.loopback)

@@ -13,7 +13,19 @@ import copy
 import json
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from kaji.host.root import Host
+from kaji.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import ops.charm
+    from scenario import _runtime
+else:
+    ops = lazy_import("ops")
+    _runtime = lazy_import("scenario._runtime")
 
 
 @contextlib.contextmanager
@@ -34,8 +46,6 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
 @contextlib.contextmanager
 def collect_hosts(into: list[Any]) -> Iterator[None]:
     """Collect every kaji Host built while the block runs (to read its ``stats``)."""
-    from kaji.host.root import Host
-
     original = Host.__init__
 
     def init(self: Host, *args: Any, **kwargs: Any) -> None:
@@ -58,8 +68,6 @@ class CachedYaml:
     """
 
     def __init__(self) -> None:
-        import yaml
-
         self._yaml = yaml
         self._dumped: dict[str, str] = {}
         self._loaded: dict[str, Any] = {}
@@ -94,15 +102,12 @@ _CACHED_YAML: CachedYaml | None = None
 def fast_metadata_yaml() -> Iterator[None]:
     """While the block runs, scenario and ops use the cached YAML (``CachedYaml``)."""
     global _CACHED_YAML
-    import ops.charm
-    import scenario._runtime
-
     if _CACHED_YAML is None:
         _CACHED_YAML = CachedYaml()
-    saved = scenario._runtime.yaml, ops.charm.yaml
-    scenario._runtime.yaml = _CACHED_YAML  # type: ignore[assignment]
+    saved = _runtime.yaml, ops.charm.yaml
+    _runtime.yaml = _CACHED_YAML  # type: ignore[assignment]
     ops.charm.yaml = _CACHED_YAML  # type: ignore[assignment]
     try:
         yield
     finally:
-        scenario._runtime.yaml, ops.charm.yaml = saved
+        _runtime.yaml, ops.charm.yaml = saved

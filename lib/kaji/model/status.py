@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kaji.host.processes import ProcessManager
+from kaji.model.hooktools import merge, summarise
+
 if TYPE_CHECKING:
     from kaji.model.engine import Model
 
@@ -48,8 +51,6 @@ def machine_services(root: Path) -> list[ServiceState]:
     if that pid is alive and still the process that was started. Any other state file is a
     RecordingManager's: ``recorded`` (never a process) or ``stopped``.
     """
-    from kaji.host.processes import ProcessManager
-
     found: dict[str, ServiceState] = {}
     base = root / "var/lib/kaji"
     for path in sorted(base.rglob("*.json")) if base.is_dir() else []:
@@ -87,8 +88,6 @@ _SEVERITY = {"unknown": 0, "active": 1, "waiting": 2, "maintenance": 3, "blocked
 
 def status_data(model: Model) -> dict[str, Any]:
     """The status as plain data (what ``status --format json`` prints)."""
-    from kaji.model.hooktools import merge, summarise
-
     w = model.world
     tools = {name: summarise(unit.counters) for name, unit in w.units.items()}
     apps = {}

@@ -6,10 +6,21 @@ import copy
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from kaji.lazy import lazy_import
 from kaji.model.bundle import CONFIG_TYPES
 from kaji.model.errors import ModelError
+
+if TYPE_CHECKING:
+    import jsonschema
+    from ops import testing
+else:
+    testing = lazy_import("ops.testing")
+    try:
+        jsonschema = lazy_import("jsonschema")
+    except ImportError:  # pragma: no cover - jsonschema comes with the test tools
+        jsonschema = None
 
 
 def next_rotate(policy: str, after: float) -> float:
@@ -57,10 +68,6 @@ def action_params(name: str, spec: Mapping[str, Any], given: Mapping[str, Any]) 
     )
     schema.pop("execution-group", None)
     values = dict(given)
-    try:
-        import jsonschema
-    except ImportError:  # pragma: no cover - jsonschema comes with the test tools
-        jsonschema = None
     if jsonschema is not None:
         validator = jsonschema.Draft4Validator(schema)
         errors = sorted(validator.iter_errors(values), key=lambda e: list(e.path))
@@ -84,8 +91,6 @@ def unit_number(unit: str | None) -> int | None:
 
 def ops_status(status: tuple[str, str]) -> Any:
     """The ops.testing status of a recorded (name, message)."""
-    from ops import testing
-
     name, message = status
     classes = {
         "active": testing.ActiveStatus,
