@@ -161,13 +161,20 @@ def test_dispatch_runs_the_packed_charm_code(charms: dict[str, PackedCharm], app
         assert f"hooks/{hook}" in charm.names
 
 
+#: lib/kaji's parts no charm imports (the offline model, the tests' pytest plugin): not packed.
+DEVELOPMENT_ONLY = ("model/", "testing.py")
+
+
 def _assert_shared_library_as_in_the_tree(charm: PackedCharm) -> None:
     """lib/kaji in the charm holds exactly the tree's lib/kaji files, byte for byte, no caches."""
     source = ROOT / "lib" / "kaji"
     expected = {
-        f"lib/kaji/{p.relative_to(source).as_posix()}": p
+        f"lib/kaji/{rel}": p
         for p in source.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and p.suffix != ".pyc"
+        and not (rel := p.relative_to(source).as_posix()).startswith(DEVELOPMENT_ONLY)
     }
     packed = charm.files("lib/kaji/")
     assert "lib/kaji/__init__.py" in packed, f"{charm.path.name} has no lib/kaji"
@@ -360,9 +367,7 @@ PROBE = """\
 import importlib, json, os, pkgutil, sys
 src = os.path.dirname(os.path.abspath(__file__))
 import kaji
-# kaji.testing is the tests' pytest plugin: shipped in lib/kaji, never imported at run time.
 names = ["kaji", *(i.name for i in pkgutil.walk_packages(kaji.__path__, "kaji."))]
-names = [n for n in names if n != "kaji.testing"]
 names += [i.name for i in pkgutil.walk_packages([src]) if i.name != "kaji_pack_probe"]
 names += ["ops", "yaml", "yaml._yaml", "jinja2", "markupsafe._speedups", "cryptography"]
 files = {}
