@@ -9,12 +9,13 @@ Juju would run elsewhere because of them.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import os
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,27 +99,15 @@ class HookRunner(Delivery):
         tools: collections.Counter[str] = collections.Counter()
         stamps = spec_stamps(self.machine_root(machine.id))
 
-        ctx = testing.Context(
-            code.charm_type,
-            meta=code.metadata,
-            config=code.config,
-            actions=code.actions,
-            charm_root=code.root,
-            app_name=unit.app,
-            unit_id=unit.number,
-            machine_id=str(machine.id),
-            principal_unit=unit.principal,
-        )
+        ctx = self._context(code, unit, machine)
         self.history.append((unit.name, event))
         unit.counters["hooks"] += 1
         unit.hooks_by_kind[event.kind] = unit.hooks_by_kind.get(event.kind, 0) + 1
         try:
-            with (
-                environment(env),
-                collect_hosts(hosts),
-                fast_metadata_yaml(),
-                code.imports(),
-                container_bindings(),
+            with self._dispatching(
+                env,
+                code,
+                hosts,
                 count_hook_tools(tools),
                 juju_semantics(
                     no_remote_unit=no_remote,
@@ -172,17 +161,7 @@ class HookRunner(Delivery):
         state, _ = self._state_for(unit, event)
         machine = w.machines[unit.machine]
         env = self._hook_env(machine)
-        ctx = testing.Context(
-            code.charm_type,
-            meta=code.metadata,
-            config=code.config,
-            actions=code.actions,
-            charm_root=code.root,
-            app_name=unit.app,
-            unit_id=unit.number,
-            machine_id=str(machine.id),
-            principal_unit=unit.principal,
-        )
+        ctx = self._context(code, unit, machine)
         self.history.append((unit.name, event))
         unit.counters["actions"] = unit.counters.get("actions", 0) + 1
         hosts: list[Any] = []
@@ -190,13 +169,8 @@ class HookRunner(Delivery):
         out: Any = None
         status, message, failure = "completed", "", None
         try:
-            with (
-                environment(env),
-                collect_hosts(hosts),
-                fast_metadata_yaml(),
-                code.imports(),
-                container_bindings(),
-                juju_semantics(removed=removed, unjoined=self._unjoined),
+            with self._dispatching(
+                env, code, hosts, juju_semantics(removed=removed, unjoined=self._unjoined)
             ):
                 out = ctx.run(ctx.on.action(record["name"], params=record["params"]), state)
         except testing.ActionFailed as e:
@@ -220,6 +194,46 @@ class HookRunner(Delivery):
             self._absorb(unit, event, state, out)
             self._apply_removed_revisions(removed)
             self._check_secret_triggers()
+
+    @staticmethod
+    def _context(code: CharmCode, unit: Unit, machine: Machine) -> testing.Context[Any]:
+        """The ops.testing context one hook or action of ``unit`` runs in."""
+        return testing.Context(
+            code.charm_type,
+            meta=code.metadata,
+            config=code.config,
+            actions=code.actions,
+            charm_root=code.root,
+            app_name=unit.app,
+            unit_id=unit.number,
+            machine_id=str(machine.id),
+            principal_unit=unit.principal,
+        )
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _dispatching(
+        env: Mapping[str, str],
+        code: CharmCode,
+        hosts: list[Any],
+        *extra: contextlib.AbstractContextManager[Any],
+    ) -> Iterator[None]:
+        """What every hook and action dispatch runs inside, then ``extra``.
+
+        The machine's environment, host stats, the speed-ups, the charm's own imports and the
+        container bindings.
+        """
+        with contextlib.ExitStack() as stack:
+            for manager in (
+                environment(env),
+                collect_hosts(hosts),
+                fast_metadata_yaml(),
+                code.imports(),
+                container_bindings(),
+                *extra,
+            ):
+                stack.enter_context(manager)
+            yield
 
     def _hook_env(self, machine: Machine) -> dict[str, str]:
         """The environment a hook or action runs with on ``machine``.
